@@ -1,0 +1,40 @@
+# Everything a fresh machine needs, in two commands:
+#   make serve   # venv + pinned deps + demo model (built once), then the function on :8080
+#   make test    # venv + pinned deps, then lint and the whole test suite
+PYTHON ?= python3
+HOST ?= 127.0.0.1
+PORT ?= 8080
+PYTEST_ARGS ?=
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo serve test test-fast lint bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		--no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/modelprep demo
+
+serve: demo
+	$(BIN)/functions-framework --target predict --source functions/main.py \
+		--host $(HOST) --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache

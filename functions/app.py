@@ -1,0 +1,147 @@
+"""The function itself, on platform-neutral requests: route, parse, predict, answer.
+
+    HttpRequest ─▶ decode.parse_predict_request ─▶ backend.predict ─▶ postprocess ─▶ HttpResponse
+
+Every platform binding calls `App.handle` and nothing else. This is the one
+place where errors become HTTP: a `ServiceError` is answered with its status
+and message; anything else is logged with its traceback and answered with a
+generic 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from functions.backends import Backend, create_backend
+from functions.config import Settings
+from functions.decode import ImageInput, parse_predict_request
+from functions.errors import (
+    INTERNAL,
+    InvalidImage,
+    InvalidOption,
+    MethodNotAllowed,
+    NotFound,
+    ServiceError,
+)
+from functions.http import HttpRequest, HttpResponse
+from functions.model import LoadedModel
+from functions.postprocess import CLASSIFIER_ROLES, Options, predictions
+from modelmeta import ModelMetadata
+
+log = logging.getLogger("functions")
+
+PREDICT_PATHS = ("/", "/predict")
+HEALTH_PATHS = ("/healthz", "/readyz")
+
+
+class App:
+    def __init__(self, settings: Settings | None = None,
+                 backend_factory: Callable[[], Backend] | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        factory = backend_factory or (lambda: create_backend(self.settings))
+        self.model = LoadedModel(factory)
+
+    def handle(self, request: HttpRequest) -> HttpResponse:
+        try:
+            return self._route(request)
+        except ServiceError as exc:
+            return _error_response(exc)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return _error_response(INTERNAL)
+
+    def _route(self, request: HttpRequest) -> HttpResponse:
+        path = request.path.rstrip("/") or "/"
+        if path in PREDICT_PATHS:
+            if request.method != "POST":
+                raise MethodNotAllowed(request.method, ("POST",))
+            return self._predict(request)
+        if path in HEALTH_PATHS:
+            if request.method not in ("GET", "HEAD"):
+                raise MethodNotAllowed(request.method, ("GET", "HEAD"))
+            return self._health()
+        raise NotFound(f"no such path {request.path[:200]!r}; POST images to / or /predict")
+
+    def _predict(self, request: HttpRequest) -> HttpResponse:
+        started = time.monotonic()
+        parsed = parse_predict_request(request, self.settings)
+        backend = self.model.get()
+        metadata = backend.metadata
+        options = self._options(parsed.options, metadata)
+        outputs = _run(backend, parsed.images)
+        body = {
+            "predictions": predictions(metadata, outputs, len(parsed.images), options),
+            "model": self._model_info(metadata),
+        }
+        log.info("predicted %d image(s) in %.1f ms", len(parsed.images),
+                 (time.monotonic() - started) * 1000)
+        return HttpResponse.json(200, body)
+
+    def _health(self) -> HttpResponse:
+        state, error = self.model.status()
+        if state == "idle":
+            self.model.start_loading()
+            state = "loading"
+        body: dict[str, Any] = {"status": state}
+        if state == "ready":
+            body["model"] = self._model_info(self.model.get().metadata)
+            return HttpResponse.json(200, body)
+        if error is not None:
+            body.update(error.to_body())
+        return HttpResponse.json(503, body, {"Retry-After": "2"} if state == "loading" else {})
+
+    def _options(self, raw: dict[str, Any], metadata: ModelMetadata) -> Options:
+        top_k = raw.get("top_k", self.settings.default_top_k)
+        if isinstance(top_k, str) and top_k.strip().isdigit():
+            top_k = int(top_k)
+        classes = max((o.shape[-1] for o in metadata.outputs if o.role in CLASSIFIER_ROLES),
+                      default=0)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise InvalidOption(f"top_k must be a positive whole number, got {top_k!r:.40}")
+        if classes > 0:
+            top_k = min(top_k, classes)
+        return Options(top_k=top_k)
+
+    def _model_info(self, metadata: ModelMetadata) -> dict[str, Any]:
+        return {"name": self.settings.model_name or metadata.name,
+                "version": self.settings.model_version or _version_from_path(
+                    self.settings.model_uri)}
+
+
+def _run(backend: Backend, images: tuple[ImageInput, ...]) -> dict[str, np.ndarray]:
+    """One batched call; if the graph refuses the batch, find and name the bad image."""
+    spec = backend.metadata.image_input
+    if spec is None:
+        raise ServiceError("the served model has no image input")
+
+    def batch(items):
+        return {spec.name: np.array([img.data for img in items], dtype=object)}
+
+    try:
+        return backend.predict(batch(images))
+    except InvalidImage as exc:
+        if len(images) == 1:
+            raise InvalidImage(f"{images[0].where}: {exc.message}") from exc
+        for image in images:
+            try:
+                backend.predict(batch([image]))
+            except InvalidImage:
+                raise InvalidImage(f"{image.where}: {exc.message}") from exc
+        raise
+
+
+def _version_from_path(uri: str) -> str | None:
+    """TF Serving's layout ends in a numeric version directory: report it."""
+    last = uri.rstrip("/").rsplit("/", 1)[-1]
+    return last if last.isdigit() else None
+
+
+def _error_response(error: ServiceError) -> HttpResponse:
+    if error.status >= 500:
+        log.warning("answered %d %s: %s", error.status, error.code, error.message)
+    return HttpResponse.json(error.status, error.to_body(), error.headers)

@@ -1,0 +1,56 @@
+"""Run the SavedModel inside the function's own process with TensorFlow.
+
+TensorFlow is imported here and nowhere else in `functions`, so an adapter
+configured for a remote model server starts without it. A loaded signature
+is safe to call from several threads at once; TF runs them concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from functions.errors import InvalidImage, ModelNotReady, ServiceError
+from modelmeta import MetadataError, ModelMetadata
+
+log = logging.getLogger(__name__)
+
+
+class InProcessBackend:
+    def __init__(self, model_dir: str | Path) -> None:
+        path = Path(model_dir)
+        if not (path / "saved_model.pb").is_file():
+            raise ModelNotReady(f"no SavedModel at {path}; build the demo with `modelprep demo` "
+                                "or set MODEL_URI to a model prepared with `modelprep wrap`")
+        try:
+            self.metadata = ModelMetadata.load(path)
+        except MetadataError as exc:
+            raise ModelNotReady(f"model at {path} has unusable metadata: {exc}") from exc
+        import tensorflow as tf
+
+        self._tf = tf
+        try:
+            loaded = tf.saved_model.load(str(path))
+        except Exception as exc:
+            raise ModelNotReady(f"cannot load the SavedModel at {path}: "
+                                f"{str(exc).strip().splitlines()[0][:300]}") from exc
+        if self.metadata.signature not in loaded.signatures:
+            raise ModelNotReady(f"model at {path} has no signature {self.metadata.signature!r}")
+        self._loaded = loaded  # keeps the variables alive
+        self._fn = loaded.signatures[self.metadata.signature]
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tf = self._tf
+        try:
+            outputs = self._fn(**{name: tf.constant(value) for name, value in inputs.items()})
+        except tf.errors.InvalidArgumentError as exc:
+            # The inputs were checked before; what the graph still refuses is image data
+            # whose header looked right but whose body does not decode.
+            log.info("model rejected input: %s", str(exc).strip().splitlines()[0][:200])
+            raise InvalidImage("the image data is corrupt or truncated and could not be "
+                               "decoded") from exc
+        except tf.errors.ResourceExhaustedError as exc:
+            raise ServiceError("the model ran out of memory on this request") from exc
+        return {name: value.numpy() for name, value in outputs.items()}

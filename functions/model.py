@@ -1,0 +1,93 @@
+"""The model of this process: loaded once, shared by every request thread.
+
+Loading takes seconds (importing TensorFlow, restoring variables), so it is
+done once per process: in the background as soon as a server worker starts
+(`start_loading`), or by the first request that needs it. Requests wait for a
+load under way; health checks do not, they report "loading".
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from functions.backends import Backend
+from functions.errors import ModelNotReady, ServiceError
+
+log = logging.getLogger(__name__)
+
+
+class LoadedModel:
+    def __init__(self, factory: Callable[[], Backend]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._started = False
+        self._backend: Backend | None = None
+        self._error: ServiceError | None = None
+        self.load_seconds: float | None = None
+
+    def start_loading(self) -> None:
+        """Begin loading in a background thread (once); return at once."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        threading.Thread(target=self._load, name="model-loader", daemon=True).start()
+
+    def get(self, timeout: float | None = None) -> Backend:
+        """The loaded backend; loads it now if nobody has started to."""
+        with self._lock:
+            first = not self._started
+            self._started = True
+        if first:
+            self._load()
+        elif not self._done.wait(timeout):
+            raise ModelNotReady("the model is still loading; retry shortly",
+                                headers={"Retry-After": "2"})
+        if self._error is not None:
+            raise self._error
+        assert self._backend is not None
+        return self._backend
+
+    def status(self) -> tuple[str, ServiceError | None]:
+        """``("ready" | "loading" | "failed" | "idle", error)``, without waiting."""
+        if not self._done.is_set():
+            return ("loading" if self._started else "idle"), None
+        return ("failed", self._error) if self._error else ("ready", None)
+
+    def _load(self) -> None:
+        start = time.monotonic()
+        try:
+            backend = self._factory()
+            _warm_up(backend)
+            self._backend = backend
+            self.load_seconds = time.monotonic() - start
+            log.info("model %r loaded in %.2f s", backend.metadata.name, self.load_seconds)
+        except ServiceError as exc:
+            log.error("model failed to load: %s", exc.message)
+            self._error = exc
+        except Exception as exc:
+            log.exception("model failed to load")
+            self._error = ModelNotReady(f"the model failed to load ({type(exc).__name__}); "
+                                        "the server log has the details")
+        finally:
+            self._done.set()
+
+
+def _warm_up(backend: Backend) -> None:
+    """Run one tiny image through the model, so the first client does not pay the tracing."""
+    spec = backend.metadata.image_input
+    if spec is None or spec.kind != "image_bytes":
+        return
+    from PIL import Image
+
+    buf = io.BytesIO()
+    mode = "L" if spec.image.channels == 1 else "RGB"
+    Image.new(mode, (spec.image.width, spec.image.height)).save(buf, format="PNG")
+    backend.predict({spec.name: np.array([buf.getvalue()], dtype=object)})

@@ -1,0 +1,91 @@
+"""Model outputs to the JSON a phone can use, one entry per image.
+
+Which outputs mean what comes from the model's metadata: classifier outputs
+(probabilities or logits) become a class, a label, a score and the top k;
+outputs this module has no special form for are returned as plain lists.
+Everything is vectorised over the batch.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from modelmeta import ModelMetadata, OutputSpec
+
+CLASSIFIER_ROLES = ("probabilities", "logits")
+SCORE_DIGITS = 6
+"""Scores are rounded: six digits tell 0.98 from 0.99 and keep the JSON short."""
+
+
+@dataclass(frozen=True)
+class Options:
+    top_k: int
+
+
+def predictions(metadata: ModelMetadata, outputs: dict[str, np.ndarray], count: int,
+                options: Options) -> list[dict[str, Any]]:
+    """One dict per image, in request order."""
+    entries: list[dict[str, Any]] = [{} for _ in range(count)]
+    classifiers = [o for o in metadata.outputs if o.role in CLASSIFIER_ROLES]
+    for spec in metadata.outputs:
+        value = dequantize(spec, outputs[spec.name])
+        if spec in classifiers and spec is classifiers[0]:
+            for entry, item in zip(entries, classify(value, spec, metadata.labels,
+                                                     options.top_k), strict=True):
+                entry.update(item)
+        else:
+            for entry, row in zip(entries, value, strict=True):
+                entry.setdefault("outputs", {})[spec.name] = _plain(row)
+    return entries
+
+
+def dequantize(spec: OutputSpec, value: np.ndarray) -> np.ndarray:
+    """Quantized integers back to float32 with the recorded scale and zero point."""
+    q = spec.quantization
+    if q is None:
+        return value
+    return (value.astype(np.float32) - np.float32(q.zero_point)) * np.float32(q.scale)
+
+
+def classify(value: np.ndarray, spec: OutputSpec, labels: tuple[str, ...] | None,
+             top_k: int) -> list[dict[str, Any]]:
+    probs = value.astype(np.float32).reshape(value.shape[0], -1)
+    if spec.role == "logits":
+        shifted = probs - probs.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        probs = exp / exp.sum(axis=1, keepdims=True)
+    k = min(top_k, probs.shape[1])
+    # Stable sort: equal scores keep class order, so answers are reproducible.
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    scores = np.take_along_axis(probs, order, axis=1)
+    result = []
+    for ids, row in zip(order.tolist(), scores.tolist(), strict=True):
+        ranked = [{"class_id": i, "label": _label(labels, i), "score": round(s, SCORE_DIGITS)}
+                  for i, s in zip(ids, row, strict=True)]
+        result.append({**ranked[0], "top_k": ranked})
+    return result
+
+
+def _label(labels: tuple[str, ...] | None, index: int) -> str:
+    if labels and index < len(labels):
+        return labels[index]
+    return str(index)
+
+
+def _plain(value: Any) -> Any:
+    """numpy to JSON-ready values; bytes (such as PNG outputs) as standard base64."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f":
+            return np.round(value.astype(np.float64), SCORE_DIGITS).tolist()
+        if value.dtype.kind not in "SO":
+            return value.tolist()
+        value = value.tolist()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,25 @@
+"""modelprep's errors, each with the exit code the CLI ends with.
+
+    ModelprepError           exit 1
+    ├── SourceError          exit 2  the source model is missing, unreadable or of an unknown kind
+    ├── SpecMismatch         exit 3  an option does not fit the model (names the tensor and why)
+    └── VerificationFailed   exit 4  the prepared model disagrees with the original beyond tolerance
+"""
+
+from __future__ import annotations
+
+
+class ModelprepError(Exception):
+    exit_code = 1
+
+
+class SourceError(ModelprepError):
+    exit_code = 2
+
+
+class SpecMismatch(ModelprepError):
+    exit_code = 3
+
+
+class VerificationFailed(ModelprepError):
+    exit_code = 4

@@ -1,0 +1,106 @@
+"""Shared fixtures: the real demo model, real images, and a real server on loopback."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def demo_model():
+    """The demo digits model, built by `modelprep demo` once and cached under build/."""
+    from modelprep.demo import build_demo
+
+    return build_demo()
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from modelprep.digits import digit_images
+
+    return digit_images()
+
+
+def encode(pixels: np.ndarray, fmt: str = "PNG", **save_args) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt, **save_args)
+    return buf.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def post(self, path: str = "/", **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 60)
+        return requests.post(self.url + path, **kwargs)
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 60)
+        return requests.get(self.url + path, **kwargs)
+
+
+def start_server(tmp: Path, env: dict[str, str], ready_status: int = 200,
+                 timeout: float = 120) -> Server:
+    """Start `functions-framework` exactly as the README does, on a free loopback port."""
+    port = free_port()
+    log = tmp / f"server-{port}.log"
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **env}
+    bin_dir = Path(sys.executable).parent
+    process = subprocess.Popen(
+        [str(bin_dir / "functions-framework"), "--target", "predict",
+         "--source", str(ROOT / "functions" / "main.py"), "--host", "127.0.0.1",
+         "--port", str(port)],
+        cwd=ROOT, env=full_env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if server.get("/healthz", timeout=2).status_code == ready_status:
+                return server
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    stop_server(server)
+    raise RuntimeError(f"server not ready in {timeout} s:\n{log.read_text()}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def server(demo_model, tmp_path_factory):
+    """The function serving the demo model, as `make serve` runs it."""
+    srv = start_server(tmp_path_factory.mktemp("server"),
+                       {"MODEL_URI": str(demo_model.served), "MAX_IMAGES": "8"})
+    yield srv
+    stop_server(srv)
