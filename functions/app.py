@@ -11,12 +11,16 @@ generic 500.
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from functions import logs
+from functions.auth import Authenticator
 from functions.backends import Backend, create_backend
 from functions.config import Settings
 from functions.decode import ImageInput, parse_predict_request
@@ -30,6 +34,7 @@ from functions.errors import (
 )
 from functions.http import HttpRequest, HttpResponse
 from functions.model import LoadedModel
+from functions.orientation import upright
 from functions.postprocess import CLASSIFIER_ROLES, Options, predictions
 from modelmeta import ModelMetadata
 
@@ -37,6 +42,10 @@ log = logging.getLogger("functions")
 
 PREDICT_PATHS = ("/", "/predict")
 HEALTH_PATHS = ("/healthz", "/readyz")
+LIVE_PATH = "/livez"
+CORS_HEADERS = ("Content-Type, Content-Encoding, X-API-Key, Authorization, X-Request-Id, "
+                "X-Key-Id, X-Timestamp, X-Nonce, X-Signature")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
 
 class App:
@@ -45,22 +54,45 @@ class App:
         self.settings = settings or Settings.from_env()
         factory = backend_factory or (lambda: create_backend(self.settings))
         self.model = LoadedModel(factory)
+        self.auth = Authenticator(self.settings.auth)
+        logs.configure(self.settings.log_format, self.settings.log_level)
 
     def handle(self, request: HttpRequest) -> HttpResponse:
+        """Answer one request; log one line about it; never raise."""
+        started = time.monotonic()
+        rid = _request_id(request.headers.get("x-request-id", ""))
+        token = logs.request_id.set(rid)
+        code = None
         try:
-            return self._route(request)
+            response = self._route(request)
         except ServiceError as exc:
-            return _error_response(exc)
+            response, code = _error_response(exc), exc.code
         except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            return _error_response(INTERNAL)
+            log.exception("unhandled error on %s %s", request.method, request.path[:200])
+            response, code = _error_response(INTERNAL), INTERNAL.code
+        finally:
+            logs.request_id.reset(token)
+        response = response.with_headers({"X-Request-Id": rid, **self._cors(request)})
+        log.info("%s %s %d", request.method, request.path[:200], response.status, extra={
+            "request_id": rid, "method": request.method, "path": request.path[:200],
+            "status": response.status, "error": code, "bytes_in": len(request.body),
+            "bytes_out": len(response.body),
+            "ms": round((time.monotonic() - started) * 1000, 1)})
+        return response
 
     def _route(self, request: HttpRequest) -> HttpResponse:
         path = request.path.rstrip("/") or "/"
+        if request.method == "OPTIONS" and self._cors(request):
+            return HttpResponse(204, b"", {
+                "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
+                "Access-Control-Allow-Headers": CORS_HEADERS, "Access-Control-Max-Age": "600"})
         if path in PREDICT_PATHS:
             if request.method != "POST":
                 raise MethodNotAllowed(request.method, ("POST",))
+            self.auth.check(request)
             return self._predict(request)
+        if path == LIVE_PATH:
+            return HttpResponse.json(200, {"status": "alive"})
         if path in HEALTH_PATHS:
             if request.method not in ("GET", "HEAD"):
                 raise MethodNotAllowed(request.method, ("GET", "HEAD"))
@@ -73,7 +105,8 @@ class App:
         backend = self.model.get()
         metadata = backend.metadata
         options = self._options(parsed.options, metadata)
-        outputs = _run(backend, parsed.images)
+        images = tuple(upright(image) for image in parsed.images)
+        outputs = _run(backend, images)
         body = {
             "predictions": predictions(metadata, outputs, len(parsed.images), options),
             "model": self._model_info(metadata),
@@ -107,6 +140,18 @@ class App:
             top_k = min(top_k, classes)
         return Options(top_k=top_k)
 
+    def _cors(self, request: HttpRequest) -> dict[str, str]:
+        """CORS headers for a browser caller from an allowed origin; none otherwise."""
+        origin = request.headers.get("origin")
+        allowed = self.settings.cors_origins
+        if not origin or not allowed:
+            return {}
+        if "*" in allowed:
+            return {"Access-Control-Allow-Origin": "*"}
+        if origin in allowed:
+            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        return {}
+
     def _model_info(self, metadata: ModelMetadata) -> dict[str, Any]:
         return {"name": self.settings.model_name or metadata.name,
                 "version": self.settings.model_version or _version_from_path(
@@ -133,6 +178,13 @@ def _run(backend: Backend, images: tuple[ImageInput, ...]) -> dict[str, np.ndarr
             except InvalidImage:
                 raise InvalidImage(f"{image.where}: {exc.message}") from exc
         raise
+
+
+def _request_id(given: str) -> str:
+    """The caller's X-Request-Id when it is a sane token, else a fresh one."""
+    if REQUEST_ID.match(given):
+        return given
+    return uuid.uuid4().hex
 
 
 def _version_from_path(uri: str) -> str | None:

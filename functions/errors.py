@@ -8,6 +8,8 @@
     │   ├── InvalidMultipart     400 invalid_multipart
     │   ├── MissingImage         400 missing_image
     │   └── InvalidOption        400 invalid_option
+    ├── Unauthorized             401 unauthorized     (no or bad credentials)
+    ├── Forbidden                403 forbidden        (credentials fine, caller not allowed)
     ├── NotFound                 404 not_found
     ├── MethodNotAllowed         405 method_not_allowed
     ├── PayloadTooLarge          413 payload_too_large (body bytes, pixels, images per request)
@@ -71,6 +73,16 @@ class MissingImage(BadRequest):
 
 class InvalidOption(BadRequest):
     code = "invalid_option"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(ServiceError):

@@ -52,6 +52,9 @@ class HttpResponse:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
 
+    def with_headers(self, headers: dict[str, str]) -> HttpResponse:
+        return HttpResponse(self.status, self.body, {**self.headers, **headers})
+
     @classmethod
     def json(cls, status: int, payload: Any, headers: dict[str, str] | None = None):
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -1,0 +1,168 @@
+"""Who may call the function: API keys, signed requests, WeChat app ids, Cloud Run identity.
+
+Everything is off by default (the demo is open). Turn on what fits:
+
+* ``API_KEYS``: the client sends ``X-API-Key: <key>`` (or ``Authorization: Bearer <key>``).
+  Several keys may be valid at once, so a key can be rotated without downtime. Keys are
+  compared in constant time, and every key is compared, so timing tells nothing.
+* ``HMAC_KEYS`` (``id:secret,...``): the client signs each request (see `string_to_sign`)
+  and sends ``X-Key-Id``, ``X-Timestamp``, ``X-Nonce`` and ``X-Signature``. A request is
+  accepted once, within ``HMAC_WINDOW_SECONDS`` of its timestamp; a replay of the same
+  nonce is refused. The nonce memory is per process: a replay to another instance within
+  the window is only stopped by keeping the window short.
+* ``TRUST_WECHAT_CLOUDRUN``: behind WeChat Cloud Run's gateway (``wx.cloud.callContainer``)
+  the platform sets ``X-WX-SOURCE`` and ``X-WX-OPENID``; such requests count as
+  authenticated. Only turn it on when the service is reachable through that gateway alone.
+* ``ALLOWED_APPIDS``: a filter on the app id in WeChat's ``Referer``
+  (``https://servicewechat.com/{appid}/{version}/page-frame.html``). Anyone can forge a
+  Referer, so this keeps honest traffic from other mini-programs out; it is not security.
+
+When API keys or HMAC keys are configured, a request must pass one of them (or carry a
+trusted Cloud Run identity); the app id filter applies on top.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from functions.errors import Forbidden, Unauthorized
+from functions.http import HttpRequest
+
+REFERER_APPID = re.compile(r"^https://servicewechat\.com/(wx[0-9a-zA-Z]{6,32})/")
+NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    api_keys: tuple[str, ...] = ()
+    hmac_keys: tuple[tuple[str, str], ...] = ()
+    hmac_window_seconds: int = 300
+    allowed_appids: tuple[str, ...] = ()
+    trust_wechat_cloudrun: bool = False
+
+    @property
+    def requires_credentials(self) -> bool:
+        return bool(self.api_keys or self.hmac_keys or self.trust_wechat_cloudrun)
+
+
+def string_to_sign(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> bytes:
+    """What a client signs with HMAC-SHA256: method, path, timestamp, nonce, body hash.
+
+    The body hash binds the signature to the image, so a captured signature cannot be
+    reused for another request; the path excludes the query string.
+    """
+    digest = hashlib.sha256(body).hexdigest()
+    return "\n".join([method.upper(), path, timestamp, nonce, digest]).encode("utf-8")
+
+
+def sign(secret: str, method: str, path: str, timestamp: str, nonce: str, body: bytes) -> str:
+    """The hex signature a client sends as ``X-Signature`` (tests and Python clients)."""
+    message = string_to_sign(method, path, timestamp, nonce, body)
+    return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+
+
+class Authenticator:
+    def __init__(self, settings: AuthSettings, clock=time.time) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._nonces = _NonceMemory(settings.hmac_window_seconds * 2)
+
+    def check(self, request: HttpRequest) -> None:
+        """Return if the request may proceed; raise `Unauthorized` or `Forbidden` if not."""
+        s = self.settings
+        if s.allowed_appids:
+            self._check_appid(request)
+        if not s.requires_credentials:
+            return
+        headers = request.headers
+        if s.trust_wechat_cloudrun and headers.get("x-wx-openid") and headers.get("x-wx-source"):
+            return
+        if s.hmac_keys and "x-signature" in headers:
+            self._check_signature(request)
+            return
+        key = headers.get("x-api-key") or _bearer(headers.get("authorization", ""))
+        if s.api_keys and key:
+            if _matches_any(key, s.api_keys):
+                return
+            raise Unauthorized("the API key is not valid")
+        raise Unauthorized(self._what_to_send(), headers={"WWW-Authenticate": "ApiKey"})
+
+    def _what_to_send(self) -> str:
+        ways = []
+        if self.settings.api_keys:
+            ways.append("an X-API-Key header")
+        if self.settings.hmac_keys:
+            ways.append("a signed request (X-Key-Id, X-Timestamp, X-Nonce, X-Signature)")
+        if self.settings.trust_wechat_cloudrun:
+            ways.append("a call through WeChat Cloud Run (wx.cloud.callContainer)")
+        return "authentication required: send " + " or ".join(ways)
+
+    def _check_appid(self, request: HttpRequest) -> None:
+        match = REFERER_APPID.match(request.headers.get("referer", ""))
+        appid = match.group(1) if match else request.headers.get("x-wx-appid")
+        if appid not in self.settings.allowed_appids:
+            raise Forbidden("this mini-program is not allowed to call the function"
+                            if appid else "requests must come from an allowed mini-program")
+
+    def _check_signature(self, request: HttpRequest) -> None:
+        headers = request.headers
+        key_id = headers.get("x-key-id", "")
+        secrets = dict(self.settings.hmac_keys)
+        if key_id not in secrets:
+            raise Unauthorized("unknown X-Key-Id")
+        timestamp = headers.get("x-timestamp", "")
+        nonce = headers.get("x-nonce", "")
+        if not timestamp.isdigit():
+            raise Unauthorized("X-Timestamp must be the Unix time in seconds")
+        if not NONCE.match(nonce):
+            raise Unauthorized("X-Nonce must be 16 to 64 characters of [A-Za-z0-9_-]")
+        skew = abs(self._clock() - int(timestamp))
+        if skew > self.settings.hmac_window_seconds:
+            raise Unauthorized(f"X-Timestamp is {int(skew)} s away from the server's clock; "
+                               f"the window is {self.settings.hmac_window_seconds} s")
+        want = sign(secrets[key_id], request.method, request.path, timestamp, nonce,
+                    request.body)
+        if not hmac.compare_digest(want, headers.get("x-signature", "").strip().lower()):
+            raise Unauthorized("the signature does not match the request")
+        if not self._nonces.add(f"{key_id}:{nonce}", self._clock()):
+            raise Unauthorized("this request was already received (replayed nonce)")
+
+
+def _bearer(value: str) -> str:
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _matches_any(key: str, keys: tuple[str, ...]) -> bool:
+    found = False
+    for candidate in keys:  # no early exit: every key costs the same time
+        found |= hmac.compare_digest(key.encode("utf-8"), candidate.encode("utf-8"))
+    return found
+
+
+class _NonceMemory:
+    """Nonces seen within the last ``ttl`` seconds, bounded in size."""
+
+    MAX = 100_000
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, nonce: str, now: float) -> bool:
+        """Remember the nonce; False if it was already there."""
+        with self._lock:
+            while self._seen and (next(iter(self._seen.values())) < now - self._ttl
+                                  or len(self._seen) >= self.MAX):
+                self._seen.popitem(last=False)
+            if nonce in self._seen:
+                return False
+            self._seen[nonce] = now
+            return True
