@@ -207,7 +207,7 @@ CONTENT_TYPES = st.sampled_from([
     "application/x-www-form-urlencoded", "", "application/json; charset=utf-16"])
 
 
-@settings(max_examples=300, deadline=None,
+@settings(max_examples=600, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.one_of(
     st.binary(max_size=2000),
@@ -229,3 +229,36 @@ def test_fuzzed_requests_get_only_4xx_json(server, body, content_type, encoding)
     assert response.status_code < 500, response.text
     payload = response.json()
     assert ("error" in payload) != (response.status_code == 200)
+
+
+def test_pixel_bomb_is_refused_fast_through_the_server(server):
+    """A 30000x30000 PNG header on a few bytes of data: 413 before any pixel is decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 0,
+                                                             0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
+    started = time.perf_counter()
+    response = server.post(data=png, headers={"Content-Type": "image/png"})
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 413
+    assert "30000x30000 = 900,000,000 pixels" in response.json()["error"]["message"]
+    assert elapsed < 2.0  # a guard against decoding, not a benchmark
+
+
+def test_animated_gif_uses_its_first_frame(server, digits):
+    index = int(np.flatnonzero(digits.y_test == 3)[0])
+    frames = [Image.fromarray(digits.x_test[index])]
+    frames += [Image.fromarray(np.full((28, 28), 255, np.uint8)) for _ in range(3)]
+    import io
+
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    response = server.post(data=buf.getvalue(), headers={"Content-Type": "image/gif"})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["class_id"] == 3
