@@ -9,11 +9,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve test test-fast lint bench clean
+.PHONY: install demo serve browser test test-fast lint bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	# tensorflow-serving-api declares a dependency on the full tensorflow package; its protos
+	# need only tensorflow-cpu, already installed above.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		tensorflow-serving-api==2.21.0
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
 		--no-build-isolation -e .
 	touch $(STAMP)
@@ -24,13 +28,16 @@ demo: install
 	$(BIN)/modelprep demo
 
 serve: demo
-	$(BIN)/functions-framework --target predict --source functions/main.py \
-		--host $(HOST) --port $(PORT)
+	DEMO_PAGE=$${DEMO_PAGE:-true} $(BIN)/functions-framework --target predict \
+		--source functions/main.py --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .
 
-test: lint
+browser:
+	bash examples/ci/install-chromium.sh || echo "chromium not installed: the browser tests will skip"
+
+test: lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install

@@ -19,6 +19,22 @@ Value conventions, relied on by both sides:
   (p - mean[c]) / std[c] with mean and std in pixel units (0..255); ``invert``
   first replaces p by 255 - p (black ink on white paper for a white-on-black model).
 * Shapes use -1 for a dimension of unknown size (the batch, usually).
+* A ``quantized_pixels`` input takes integers ``q`` of shape ``[batch, height,
+  width, channels]`` whatever the original input's layout; the graph computes
+  ``scale * (q - zero_point)``, which is the model's input value itself.  Its
+  ``image.normalization`` says how that value relates to a 0..255 pixel, so a
+  client sends ``q = clip(round(normalize(p) / scale) + zero_point)``.
+* A PNG output (``encoding: "png"``) holds one PNG per batch item, 8-bit samples;
+  when it has a quantization, ``real = scale * (sample - zero_point)`` gives the
+  model's values back.
+* ``original`` on an input or output names the source model's tensor it feeds
+  or comes from (``image_bytes`` feeds ``images``; ``mask_bytes`` comes from
+  ``mask``).  Absent means the same name.
+* A ``pixels`` input is the source model's own input, in its own shape and
+  ``image.layout``: the caller decodes, resizes and normalises (as the wrapped
+  graph would) and reshapes.  With a quantization the caller then feeds
+  ``q = clip(round(value / scale) + zero_point)``.  LiteRT flavours use it
+  (``<prepared model>/litert/model_<flavour>.json``, see `modelprep.litert`).
 """
 
 from __future__ import annotations
@@ -32,9 +48,27 @@ from typing import Any
 SCHEMA_VERSION = 1
 METADATA_PATH = "assets.extra/model_metadata.json"
 
-INPUT_KINDS = ("image_bytes", "image_base64", "quantized_pixels", "tensor")
+LITERT_DIR = "litert"
+"""Where a prepared model's LiteRT flavours live, inside its directory (TF Serving
+ignores it): ``litert/model_<flavour>.tflite``, each with its own metadata beside it
+as ``litert/model_<flavour>.json`` (see `litert_files`)."""
+LITERT_FLAVOURS = ("float", "int8")
+"""``float``: the model as it is; ``int8``: full-integer, int8 in and out."""
+
+
+def litert_files(flavour: str) -> tuple[str, str]:
+    """The file names of a LiteRT flavour and its metadata, inside `LITERT_DIR`."""
+    if flavour not in LITERT_FLAVOURS:
+        raise MetadataError(f"LiteRT flavour must be one of {LITERT_FLAVOURS}, got {flavour!r}")
+    return f"model_{flavour}.tflite", f"model_{flavour}.json"
+
+INPUT_KINDS = ("image_bytes", "image_base64", "quantized_pixels", "tensor", "pixels")
 """How an input is fed: encoded image bytes (decoded in the graph), base64 text of
-an image (decoded in the graph), quantized pixels, or a tensor passed through."""
+an image (decoded in the graph), quantized pixels, a tensor passed through, or
+``pixels`` the caller decoded, resized and normalised itself (see the docstring)."""
+
+IMAGE_INPUT_KINDS = ("image_bytes", "image_base64", "quantized_pixels", "pixels")
+"""The kinds of input fed from the client's images."""
 
 OUTPUT_ROLES = ("probabilities", "logits", "boxes", "scores", "classes", "detections",
                 "masks", "image", "tensor")
@@ -78,9 +112,15 @@ class Quantization:
 
     @classmethod
     def for_range(cls, dtype: str, low: float, high: float) -> Quantization:
-        """The quantization that spreads ``[low, high]`` over the whole integer range."""
+        """The quantization that spreads ``[low, high]`` over the whole integer range.
+
+        The range is first widened to include 0, as TFLite does, so that the zero point
+        is a representable integer and 0.0 is exact; a range such as [0.5, 1.0] then
+        costs some resolution but is never clipped.
+        """
         if not high > low:
             raise MetadataError(f"quantization range must have high > low, got [{low}, {high}]")
+        low, high = min(low, 0.0), max(high, 0.0)
         qlo, qhi = QUANT_DTYPES[dtype]
         scale = (high - low) / (qhi - qlo)
         zero_point = int(round(qlo - low / scale))
@@ -144,12 +184,14 @@ class InputSpec:
     shape: tuple[int, ...]
     image: ImageSpec | None = None
     quantization: Quantization | None = None
+    original: str | None = None
+    """The source model's input this one feeds, when the name differs (see above)."""
 
     def __post_init__(self) -> None:
         if self.kind not in INPUT_KINDS:
             raise MetadataError(f"input {self.name!r}: kind must be one of {INPUT_KINDS}, "
                                 f"got {self.kind!r}")
-        if self.kind in ("image_bytes", "image_base64", "quantized_pixels") and self.image is None:
+        if self.kind in IMAGE_INPUT_KINDS and self.image is None:
             raise MetadataError(f"input {self.name!r}: kind {self.kind!r} needs an image spec")
         if self.kind == "quantized_pixels" and self.quantization is None:
             raise MetadataError(f"input {self.name!r}: quantized pixels need a quantization")
@@ -164,6 +206,8 @@ class OutputSpec:
     quantization: Quantization | None = None
     encoding: str | None = None
     """``"png"`` when the tensor holds PNG bytes, one string per batch item."""
+    original: str | None = None
+    """The source model's output this one comes from, when the name differs."""
 
     def __post_init__(self) -> None:
         if self.role not in OUTPUT_ROLES:
@@ -204,7 +248,7 @@ class ModelMetadata:
     def image_input(self) -> InputSpec | None:
         """The one input the function feeds with the client's images, if any."""
         for spec in self.inputs:
-            if spec.kind in ("image_bytes", "image_base64", "quantized_pixels"):
+            if spec.kind in IMAGE_INPUT_KINDS:
                 return spec
         return None
 
@@ -308,14 +352,14 @@ def _image_from(d: dict | None) -> ImageSpec | None:
 def _input_from(d: dict) -> InputSpec:
     return InputSpec(name=d["name"], kind=d["kind"], dtype=d["dtype"],
                      shape=tuple(int(x) for x in d["shape"]), image=_image_from(d.get("image")),
-                     quantization=_quant_from(d.get("quantization")))
+                     quantization=_quant_from(d.get("quantization")), original=d.get("original"))
 
 
 def _output_from(d: dict) -> OutputSpec:
     return OutputSpec(name=d["name"], role=d["role"], dtype=d["dtype"],
                       shape=tuple(int(x) for x in d["shape"]),
                       quantization=_quant_from(d.get("quantization")),
-                      encoding=d.get("encoding"))
+                      encoding=d.get("encoding"), original=d.get("original"))
 
 
 def _drop_none(value):

@@ -10,6 +10,7 @@ generic 500.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from functions import logs
+from functions import demo_page, logs
 from functions.auth import Authenticator
 from functions.backends import Backend, create_backend
 from functions.config import Settings
@@ -30,9 +31,12 @@ from functions.errors import (
     InvalidOption,
     MethodNotAllowed,
     NotFound,
+    PayloadTooLarge,
     ServiceError,
 )
 from functions.http import HttpRequest, HttpResponse
+from functions.inputs import image_geometry, model_inputs
+from functions.masks import DEFAULT_MASK_FORMAT, MASK_FORMATS
 from functions.model import LoadedModel
 from functions.orientation import upright
 from functions.postprocess import CLASSIFIER_ROLES, Options, predictions
@@ -41,6 +45,8 @@ from modelmeta import ModelMetadata
 log = logging.getLogger("functions")
 
 PREDICT_PATHS = ("/", "/predict")
+DEMO_PAGE_WAIT_SECONDS = 30
+"""How long the demo page waits for a model still loading before it renders without it."""
 HEALTH_PATHS = ("/healthz", "/readyz")
 LIVE_PATH = "/livez"
 CORS_HEADERS = ("Content-Type, Content-Encoding, X-API-Key, Authorization, X-Request-Id, "
@@ -87,8 +93,12 @@ class App:
                 "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
                 "Access-Control-Allow-Headers": CORS_HEADERS, "Access-Control-Max-Age": "600"})
         if path in PREDICT_PATHS:
+            demo = path == "/" and self.settings.demo_page
+            if demo and request.method in ("GET", "HEAD"):
+                return self._demo_page()
             if request.method != "POST":
-                raise MethodNotAllowed(request.method, ("POST",))
+                raise MethodNotAllowed(request.method,
+                                       ("GET", "HEAD", "POST") if demo else ("POST",))
             self.auth.check(request)
             return self._predict(request)
         if path == LIVE_PATH:
@@ -107,13 +117,31 @@ class App:
         options = self._options(parsed.options, metadata)
         images = tuple(upright(image) for image in parsed.images)
         outputs = _run(backend, images)
+        geometries = [image_geometry(image, metadata.image_input.image) for image in images]
         body = {
-            "predictions": predictions(metadata, outputs, len(parsed.images), options),
+            "predictions": predictions(metadata, outputs, len(parsed.images), options,
+                                       geometries),
             "model": self._model_info(metadata),
         }
         log.info("predicted %d image(s) in %.1f ms", len(parsed.images),
                  (time.monotonic() - started) * 1000)
-        return HttpResponse.json(200, body)
+        response = HttpResponse.json(200, body)
+        if len(response.body) > self.settings.max_response_bytes:
+            raise PayloadTooLarge(
+                f"the response would be {len(response.body):,} bytes, over the limit of "
+                f"{self.settings.max_response_bytes:,} bytes (MAX_RESPONSE_BYTES); send "
+                "fewer images per request", details={
+                    "response_bytes": len(response.body),
+                    "limit_bytes": self.settings.max_response_bytes})
+        return response
+
+    def _demo_page(self) -> HttpResponse:
+        """The try-it page (DEMO_PAGE), with the model's input size once it has loaded."""
+        try:
+            metadata = self.model.get(timeout=DEMO_PAGE_WAIT_SECONDS).metadata
+        except ServiceError as exc:
+            return demo_page.render(demo_page.page_config(None, None, exc.message))
+        return demo_page.render(demo_page.page_config(metadata, self._model_info(metadata)))
 
     def _health(self) -> HttpResponse:
         state, error = self.model.status()
@@ -138,7 +166,11 @@ class App:
             raise InvalidOption(f"top_k must be a positive whole number, got {top_k!r:.40}")
         if classes > 0:
             top_k = min(top_k, classes)
-        return Options(top_k=top_k)
+        envelope = json.dumps({"predictions": [], "model": self._model_info(metadata)},
+                              separators=(",", ":"), ensure_ascii=False)
+        return Options(top_k=top_k, mask_format=_mask_format(raw, metadata),
+                       max_response_bytes=self.settings.max_response_bytes,
+                       response_overhead=len(envelope.encode("utf-8")) - len("[]"))
 
     def _cors(self, request: HttpRequest) -> dict[str, str]:
         """CORS headers for a browser caller from an allowed origin; none otherwise."""
@@ -165,10 +197,11 @@ def _run(backend: Backend, images: tuple[ImageInput, ...]) -> dict[str, np.ndarr
         raise ServiceError("the served model has no image input")
 
     def batch(items):
-        return {spec.name: np.array([img.data for img in items], dtype=object)}
+        return model_inputs(backend.metadata, items)
 
+    inputs = batch(images)  # decoding here names its image itself
     try:
-        return backend.predict(batch(images))
+        return backend.predict(inputs)
     except InvalidImage as exc:
         if len(images) == 1:
             raise InvalidImage(f"{images[0].where}: {exc.message}") from exc
@@ -178,6 +211,21 @@ def _run(backend: Backend, images: tuple[ImageInput, ...]) -> dict[str, np.ndarr
             except InvalidImage:
                 raise InvalidImage(f"{image.where}: {exc.message}") from exc
         raise
+
+
+def _mask_format(raw: dict[str, Any], metadata: ModelMetadata) -> str:
+    """The ``mask_format`` option: one of `MASK_FORMATS`, for models that return masks."""
+    value = raw.get("mask_format")
+    if value is None:
+        return DEFAULT_MASK_FORMAT
+    if not any(o.role == "masks" for o in metadata.outputs):
+        raise InvalidOption("mask_format applies to models that return masks; this one "
+                            "does not")
+    fmt = value.strip().lower() if isinstance(value, str) else value
+    if fmt not in MASK_FORMATS:
+        raise InvalidOption(f"mask_format must be one of {', '.join(MASK_FORMATS)}, "
+                            f"got {value!r:.40}")
+    return fmt
 
 
 def _request_id(given: str) -> str:

@@ -7,17 +7,21 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from functions.auth import AuthSettings
+from modelmeta import LITERT_FLAVOURS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_MODEL_DIR = PROJECT_ROOT / "build" / "models" / "digits" / "served"
 """Where `modelprep demo` writes the wrapped demo model the function serves by default."""
 
-BACKENDS = ("inprocess",)
+BACKENDS = ("inprocess", "tfserving-rest", "tfserving-grpc", "litert")
+REMOTE_BACKENDS = ("tfserving-rest", "tfserving-grpc")
+REST_FORMATS = ("columnar", "row")
 
 
 class ConfigError(ValueError):
@@ -27,16 +31,38 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     model_uri: str = str(DEMO_MODEL_DIR)
-    """MODEL_URI: the prepared SavedModel directory to serve."""
+    """MODEL_URI: the prepared SavedModel directory to serve, or ``s3://bucket/prefix/``
+    to fetch it from S3 at cold start (functions/storage.py)."""
     backend: str = "inprocess"
     """BACKEND: where the model runs."""
     model_name: str | None = None
     """MODEL_NAME: name reported in responses; default: the name in the model's metadata."""
     model_version: str | None = None
     """MODEL_VERSION: version reported in responses; default: the model directory's name
-    when it is a number (TF Serving layout), else none."""
+    when it is a number (TF Serving layout), else none. With a TF Serving backend it is
+    also the version called (a number); unset, the server's latest."""
+    model_version_label: str | None = None
+    """MODEL_VERSION_LABEL: with a TF Serving backend, the version label to call
+    (``stable``, ``canary``); not together with MODEL_VERSION."""
+    model_metadata: str | None = None
+    """MODEL_METADATA: with a TF Serving backend, the model's ``model_metadata.json`` or the
+    prepared model directory holding it; default: the one under MODEL_URI."""
+    tfserving_url: str | None = None
+    """TFSERVING_URL: the model server; default ``http://127.0.0.1:8501`` for
+    tfserving-rest, ``127.0.0.1:8500`` for tfserving-grpc (``grpcs://host:port`` for TLS)."""
+    tfserving_rest_format: str = "columnar"
+    """TFSERVING_REST_FORMAT: ``columnar`` (``{"inputs": ...}``) or ``row``
+    (``{"instances": ...}``)."""
+    request_timeout: float = 10.0
+    """REQUEST_TIMEOUT: seconds one call to the model server may take, retries included."""
+    upstream_retries: int = 2
+    """UPSTREAM_RETRIES: further tries, with backoff, when the model server refuses the
+    connection or answers 503 (unavailable); 0 turns them off."""
     max_body_bytes: int = 6_000_000
     """MAX_BODY_BYTES: largest request body; just under Lambda's and SCF's 6 MB."""
+    max_response_bytes: int = 6_291_456
+    """MAX_RESPONSE_BYTES: largest response body: Lambda's and SCF's 6 MB synchronous
+    limit; a larger answer is a 413 that says which mask formats would fit."""
     max_image_pixels: int = 25_000_000
     """MAX_IMAGE_PIXELS: largest width x height of one image, checked from its header."""
     max_images: int = 16
@@ -54,6 +80,25 @@ class Settings:
     """LOG_FORMAT: ``json`` (one object per line, for log services) or ``text``."""
     log_level: str = "INFO"
     """LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
+    demo_page: bool = False
+    """DEMO_PAGE: answer ``GET /`` with a page to try the model from a browser. Off unless
+    asked, so a deployed function exposes nothing but its API; ``make serve`` turns it on."""
+    litert_flavour: str = "float"
+    """LITERT_FLAVOUR: with BACKEND=litert, ``float`` or ``int8``. MODEL_URI is then a
+    ``.tflite`` file (its metadata beside it, ``.json``), a directory holding
+    ``model_<flavour>.tflite``, or a prepared model directory holding ``litert/``."""
+    model_cache_dir: str = str(Path(tempfile.gettempdir()) / "models")
+    """MODEL_CACHE_DIR: where an ``s3://`` MODEL_URI is downloaded (``/tmp/models``; on
+    Lambda, /tmp is the only writable place); see functions/storage.py."""
+    model_lock_timeout: float = 600.0
+    """MODEL_LOCK_TIMEOUT: seconds a process waits for another one's download of the
+    same model before it answers 503."""
+    response_offload_uri: str | None = None
+    """RESPONSE_OFFLOAD_URI: ``s3://bucket/prefix/`` where a Lambda or SCF response too
+    large to return is stored; the client then gets a presigned URL to it. Unset, such a
+    response is a 413. Raise MAX_RESPONSE_BYTES with it to let larger bodies through."""
+    response_url_seconds: int = 900
+    """RESPONSE_URL_SECONDS: how long that presigned URL works (at most 7 days)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -63,7 +108,15 @@ class Settings:
             backend=env.get("BACKEND", cls.backend).strip().lower(),
             model_name=env.get("MODEL_NAME") or None,
             model_version=env.get("MODEL_VERSION") or None,
+            model_version_label=env.get("MODEL_VERSION_LABEL") or None,
+            model_metadata=env.get("MODEL_METADATA") or None,
+            tfserving_url=env.get("TFSERVING_URL") or None,
+            tfserving_rest_format=env.get("TFSERVING_REST_FORMAT",
+                                          cls.tfserving_rest_format).strip().lower(),
+            request_timeout=_seconds(env, "REQUEST_TIMEOUT", cls.request_timeout),
+            upstream_retries=_count(env, "UPSTREAM_RETRIES", cls.upstream_retries),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
+            max_response_bytes=_int(env, "MAX_RESPONSE_BYTES", cls.max_response_bytes),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", cls.max_image_pixels),
             max_images=_int(env, "MAX_IMAGES", cls.max_images),
             default_top_k=_int(env, "TOP_K", cls.default_top_k),
@@ -78,6 +131,12 @@ class Settings:
             cors_origins=_list(env, "CORS_ORIGINS"),
             log_format=env.get("LOG_FORMAT", cls.log_format).strip().lower(),
             log_level=env.get("LOG_LEVEL", cls.log_level).strip().upper(),
+            demo_page=_bool(env, "DEMO_PAGE", cls.demo_page),
+            litert_flavour=env.get("LITERT_FLAVOUR", cls.litert_flavour).strip().lower(),
+            model_cache_dir=env.get("MODEL_CACHE_DIR") or cls.model_cache_dir,
+            model_lock_timeout=_seconds(env, "MODEL_LOCK_TIMEOUT", cls.model_lock_timeout),
+            response_offload_uri=env.get("RESPONSE_OFFLOAD_URI") or None,
+            response_url_seconds=_int(env, "RESPONSE_URL_SECONDS", cls.response_url_seconds),
         )
         settings.validate()
         return settings
@@ -91,6 +150,40 @@ class Settings:
         if self.backend not in BACKENDS:
             raise ConfigError(f"BACKEND must be one of {', '.join(BACKENDS)}, "
                               f"got {self.backend!r}")
+        if self.backend in REMOTE_BACKENDS:
+            self._validate_remote()
+        if self.backend == "litert" and self.litert_flavour not in LITERT_FLAVOURS:
+            raise ConfigError(f"LITERT_FLAVOUR must be one of {', '.join(LITERT_FLAVOURS)}, "
+                              f"got {self.litert_flavour!r}")
+        self._validate_s3()
+
+    def _validate_remote(self) -> None:
+        if self.model_version is not None and not self.model_version.strip().isdigit():
+            raise ConfigError(f"MODEL_VERSION must be a version number with BACKEND="
+                              f"{self.backend}, got {self.model_version!r}")
+        if self.model_version is not None and self.model_version_label is not None:
+            raise ConfigError("set MODEL_VERSION or MODEL_VERSION_LABEL, not both")
+        if self.tfserving_rest_format not in REST_FORMATS:
+            raise ConfigError(f"TFSERVING_REST_FORMAT must be columnar or row, "
+                              f"got {self.tfserving_rest_format!r}")
+        if not (0 < self.request_timeout <= 3600):
+            raise ConfigError(f"REQUEST_TIMEOUT must be between 0 and 3600 seconds, "
+                              f"got {self.request_timeout}")
+        if self.upstream_retries > 10:
+            raise ConfigError(f"UPSTREAM_RETRIES must be at most 10, got {self.upstream_retries}")
+
+    def _validate_s3(self) -> None:
+        for name, uri in (("MODEL_URI", self.model_uri),
+                          ("RESPONSE_OFFLOAD_URI", self.response_offload_uri)):
+            if uri and uri.lower().startswith("s3://") and not uri[5:].split("/", 1)[0]:
+                raise ConfigError(f"{name} must name a bucket: s3://BUCKET/PREFIX/, got {uri!r}")
+        if self.response_offload_uri and not self.response_offload_uri.lower().startswith(
+                "s3://"):
+            raise ConfigError("RESPONSE_OFFLOAD_URI must be an s3://BUCKET/PREFIX/ URI, "
+                              f"got {self.response_offload_uri!r}")
+        if self.response_url_seconds > 604_800:
+            raise ConfigError("RESPONSE_URL_SECONDS must be at most 604800 (7 days), "
+                              f"got {self.response_url_seconds}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -103,6 +196,29 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
     if value < 1:
         raise ConfigError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number that may be 0 (``_int`` wants at least 1)."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if not raw.strip().isdigit():
+        raise ConfigError(f"{name} must be a whole number of 0 or more, got {raw!r}")
+    return int(raw.strip())
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
     return value
 
 

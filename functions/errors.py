@@ -11,10 +11,12 @@
     ├── Unauthorized             401 unauthorized     (no or bad credentials)
     ├── Forbidden                403 forbidden        (credentials fine, caller not allowed)
     ├── NotFound                 404 not_found
+    │   └── ModelNotFound        404 model_not_found (the model server lacks the model or version)
     ├── MethodNotAllowed         405 method_not_allowed
     ├── PayloadTooLarge          413 payload_too_large (body bytes, pixels, images per request)
     ├── UnsupportedMediaType     415 unsupported_media_type (content type, HEIC, WebP)
     ├── ModelNotReady            503 model_not_ready
+    │   └── UpstreamUnavailable  503 upstream_unavailable (the model server is down or busy)
     ├── BadGateway               502 bad_gateway     (the model server answered nonsense)
     └── GatewayTimeout           504 gateway_timeout
 
@@ -90,6 +92,10 @@ class NotFound(ServiceError):
     code = "not_found"
 
 
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
 class MethodNotAllowed(ServiceError):
     status = 405
     code = "method_not_allowed"
@@ -112,6 +118,10 @@ class UnsupportedMediaType(ServiceError):
 class ModelNotReady(ServiceError):
     status = 503
     code = "model_not_ready"
+
+
+class UpstreamUnavailable(ModelNotReady):
+    code = "upstream_unavailable"
 
 
 class BadGateway(ServiceError):

@@ -65,7 +65,13 @@ class LoadedModel:
         start = time.monotonic()
         try:
             backend = self._factory()
-            _warm_up(backend)
+            try:
+                _warm_up(backend)
+            except ServiceError as exc:
+                if exc.status < 502:  # the model itself refuses: loading failed
+                    raise
+                # A model server that is down or slow now may be up by the next request.
+                log.warning("warm-up skipped: %s", exc.message)
             self._backend = backend
             self.load_seconds = time.monotonic() - start
             log.info("model %r loaded in %.2f s", backend.metadata.name, self.load_seconds)

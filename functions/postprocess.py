@@ -9,11 +9,14 @@ Everything is vectorised over the batch.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from functions import masks
+from functions.masks import DEFAULT_MASK_FORMAT, Geometry
 from modelmeta import ModelMetadata, OutputSpec
 
 CLASSIFIER_ROLES = ("probabilities", "logits")
@@ -24,11 +27,32 @@ SCORE_DIGITS = 6
 @dataclass(frozen=True)
 class Options:
     top_k: int
+    mask_format: str = DEFAULT_MASK_FORMAT
+    """How instance masks are encoded (`functions.masks.MASK_FORMATS`)."""
+    max_response_bytes: int | None = None
+    """The whole response's limit; mask answers are sized against it before being built."""
+    response_overhead: int = 0
+    """Bytes of the response outside the predictions list."""
 
 
 def predictions(metadata: ModelMetadata, outputs: dict[str, np.ndarray], count: int,
-                options: Options) -> list[dict[str, Any]]:
-    """One dict per image, in request order."""
+                options: Options, geometries: Sequence[Geometry] | None = None
+                ) -> list[dict[str, Any]]:
+    """One dict per image, in request order.
+
+    A model with ``detections`` and ``masks`` outputs is answered by `functions.masks`
+    (instances with boxes in the image's pixels, so it needs each image's `Geometry`).
+    """
+    segmentation = _segmentation_outputs(metadata)
+    if segmentation is not None:
+        if geometries is None:
+            raise ValueError("instance masks need each image's geometry")
+        det, mask = segmentation
+        return masks.instance_predictions(
+            dequantize(det, outputs[det.name]),
+            masks.dequantize(outputs[mask.name], mask.quantization, name=mask.name),
+            geometries, metadata.labels, options.mask_format, options.max_response_bytes,
+            options.response_overhead)
     entries: list[dict[str, Any]] = [{} for _ in range(count)]
     classifiers = [o for o in metadata.outputs if o.role in CLASSIFIER_ROLES]
     for spec in metadata.outputs:
@@ -41,6 +65,13 @@ def predictions(metadata: ModelMetadata, outputs: dict[str, np.ndarray], count: 
             for entry, row in zip(entries, value, strict=True):
                 entry.setdefault("outputs", {})[spec.name] = _plain(row)
     return entries
+
+
+def _segmentation_outputs(metadata: ModelMetadata) -> tuple[OutputSpec, OutputSpec] | None:
+    """The ``detections`` and ``masks`` outputs of an instance-segmentation model."""
+    det = [o for o in metadata.outputs if o.role == "detections"]
+    mask = [o for o in metadata.outputs if o.role == "masks"]
+    return (det[0], mask[0]) if det and mask else None
 
 
 def dequantize(spec: OutputSpec, value: np.ndarray) -> np.ndarray:

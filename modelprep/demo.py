@@ -19,7 +19,7 @@ from pathlib import Path
 
 from modelmeta import Normalization
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 """Bump when the data, training or wrapping of the demo changes."""
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "build" / "models" / "digits"

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from modelmeta import ImageSpec, Normalization
+from modelmeta import ImageSpec, Normalization, Quantization
 
-_BASE64_PREFIX = r"^\s*data:[^,]*,"
+_BASE64_PREFIX = r"(?i)^\s*data:[^,]*,"
 
 
 def decode_base64_text(text: tf.Tensor) -> tf.Tensor:
     """Base64 text as clients really send it, to raw bytes.
 
     `tf.io.decode_base64` accepts only the web-safe alphabet, so the standard
-    one is translated first; a ``data:...;base64,`` prefix, whitespace and
-    padding are dropped (TF's decoder does not need the padding).
+    one is translated first; a ``data:...;base64,`` prefix (any media type, any
+    case), whitespace and padding are dropped (TF's decoder does not need the
+    padding).
     """
     text = tf.strings.regex_replace(text, _BASE64_PREFIX, "")
     text = tf.strings.regex_replace(text, r"[\s=]+", "")
@@ -136,3 +137,19 @@ def image_batch(encoded: tf.Tensor, spec: ImageSpec) -> tf.Tensor:
     pixels = tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec(
         [spec.height, spec.width, spec.channels], tf.float32))
     return normalize(pixels, spec.normalization)
+
+
+def dequantize(q: tf.Tensor, quantization: Quantization) -> tf.Tensor:
+    """Quantized integers to float32 values: ``scale * (q - zero_point)``."""
+    return (tf.cast(q, tf.float32) - float(quantization.zero_point)) * quantization.scale
+
+
+def to_dtype(values: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """Float values to the dtype a model input wants.
+
+    Integer inputs get rounded, clipped values: a plain cast would truncate
+    254.9 to 254 and wrap 256 to 0.
+    """
+    if not dtype.is_integer:
+        return tf.cast(values, dtype)
+    return tf.cast(tf.clip_by_value(tf.round(values), float(dtype.min), float(dtype.max)), dtype)

@@ -1,10 +1,20 @@
-"""Wrap a model so that it takes encoded images and says what it returns.
+"""Wrap a model so that it takes what clients send and returns what they can afford.
 
-The wrapped SavedModel's ``serving_default`` takes a batch of encoded images
-(``tf.string [None]``), decodes, resizes and normalises them in the graph,
-reshapes them to whatever the original input wants (``[-1, 784]`` included)
-and calls the original signature, whose outputs it returns unchanged. Next to
-it goes the `modelmeta` file the function reads.
+The wrapped SavedModel's ``serving_default`` feeds each input of the source
+signature through its input layer (see `modelprep.layers`):
+
+* ``image_bytes``/``image_base64``: a batch of encoded images (``tf.string
+  [None]``, named ``image_bytes``/``image_b64``), decoded, resized and normalised
+  in the graph, then reshaped to whatever the original input wants (``[-1, 784]``
+  included);
+* ``quantized_pixels``: uint8/int8 pixels ``[None, H, W, C]``, dequantized in the
+  graph to the model's input values;
+* ``tensor``: the input as it is (image metadata, anchors, plain numbers);
+
+then calls the source signature and passes each output through its output layer:
+unchanged, quantized to uint8/int8 (clipped, never wrapped), or PNG-encoded under
+a ``_bytes`` alias.  Next to it goes the `modelmeta` file the function reads.
+Other signatures of the source can be kept unchanged beside it.
 
 The result is written to a temporary directory beside ``out`` and renamed into
 place, so a half-written model is never left where a server could load it.
@@ -13,40 +23,61 @@ place, so a half-written model is never left where a server could load it.
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from modelmeta import ImageSpec, InputSpec, ModelMetadata, Normalization, OutputSpec
-from modelprep.errors import ModelprepError, SpecMismatch
-from modelprep.sources import Source, load_source
-
-IMAGE_INPUT_NAME = {"image_bytes": "image_bytes", "image_base64": "image_b64"}
-"""Input names of the wrapped model. TF Serving's REST API base64-decodes
-``{"b64": ...}`` for any string input; the ``_bytes`` suffix is the older
-Cloud ML convention, kept so both kinds of client work."""
+from modelmeta import ModelMetadata, Normalization
+from modelprep.errors import ModelprepError, SourceError, SpecMismatch
+from modelprep.layers import InputLayer, OutputLayer
+from modelprep.plan import (
+    InputPlan,
+    OutputPlan,
+    format_shape,
+    plan_inputs,
+    plan_outputs,
+)
+from modelprep.sources import DEFAULT_SIGNATURE, PREDICT_METHOD, Signature, Source, load_source
 
 
 @dataclass(frozen=True)
 class WrapOptions:
-    """What to build; every field has a CLI flag and a recipe key of the same name."""
+    """What to build; every field has a CLI flag and a recipe key of the same name.
+
+    ``WrapOptions(inputs={"input_image": InputLayer.parse("quantized_pixels:int8"),
+    "input_anchors": InputLayer("tensor")}, outputs={"mask": OutputLayer.parse(
+    "uint8:0:1")})`` is ``--input input_image=quantized_pixels:int8 --input
+    input_anchors=tensor --quantize-output mask=uint8:0:1``.
+    """
 
     name: str | None = None
     """Model name recorded in the metadata; default: the output directory's name."""
-    signature: str = "serving_default"
+    signature: str = DEFAULT_SIGNATURE
+    """The source signature to wrap; the result is always ``serving_default``."""
+    keep_signatures: bool | tuple[str, ...] = False
+    """Keep the source's other signatures (True: all of them) unchanged beside it."""
+    graph_inputs: Mapping[str, str] | None = None
+    graph_outputs: Mapping[str, str] | None = None
+    """A frozen GraphDef's input and output tensors, ``{alias: "op:0"}``."""
     image_input: str | None = None
-    """Which input of the signature takes the image; default: its only input."""
+    """Which input takes the image (short for ``inputs={name: InputLayer(input_kind)}``)."""
     input_kind: str = "image_bytes"
+    """The layer of the image input when `inputs` does not give it."""
+    inputs: Mapping[str, InputLayer] = field(default_factory=dict)
+    """Per-input layers; inputs not named take the image or pass through (see plan)."""
     height: int | None = None
     width: int | None = None
     channels: int | None = None
-    normalization: Normalization = field(default_factory=Normalization)
+    normalization: Normalization | None = None
+    """Default: unit (p/255) for float inputs, raw (p) for integer inputs."""
     resize: str = "stretch"
     labels: tuple[str, ...] | None = None
     output_roles: Mapping[str, str] = field(default_factory=dict)
+    outputs: Mapping[str, OutputLayer] = field(default_factory=dict)
+    """Per-output layers; outputs not named are returned unchanged."""
     overwrite: bool = False
 
 
@@ -55,147 +86,181 @@ def wrap(src: str | Path, out: str | Path, options: WrapOptions | None = None,
     """Write the wrapped SavedModel of ``src`` at ``out`` and return its metadata."""
     import tensorflow as tf
 
-    from modelprep.preprocess import image_batch
-
     options = options or WrapOptions()
     out = Path(out)
     if out.exists() and not options.overwrite:
         raise ModelprepError(f"{out} already exists; pass --overwrite to replace it")
     progress(f"loading {src}")
-    source = load_source(src, options.signature)
-    image_name, image_spec = _image_input(source, options)
-    target = source.inputs[image_name]
-    spec = _image_spec(image_name, target, options)
-    if options.input_kind not in IMAGE_INPUT_NAME:
-        raise SpecMismatch(f"input kind {options.input_kind!r} cannot be wrapped yet; "
-                           f"use one of {sorted(IMAGE_INPUT_NAME)}")
-    wrapped_name = IMAGE_INPUT_NAME[options.input_kind]
-    target_shape = [-1] + [int(d) for d in target.shape[1:]]
+    source = load_source(src, options.signature, graph_inputs=options.graph_inputs,
+                         graph_outputs=options.graph_outputs, progress=progress)
+    inputs = plan_inputs(source.signature, source.inputs, options)
+    outputs = plan_outputs(source.signature, source.outputs, options)
+    kept = _kept_signatures(source, options.keep_signatures, progress)
 
-    class Wrapped(tf.Module):
-        def __init__(self, source: Source) -> None:
-            super().__init__()
-            self.original = source.owner  # tracked, so its variables are saved with us
-            self._fn = source.fn
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=wrapped_name)])
-        def serve(self, images):
-            if options.input_kind == "image_base64":
-                from modelprep.preprocess import decode_base64_text
-
-                images = decode_base64_text(images)
-            pixels = image_batch(images, spec)
-            model_input = tf.cast(tf.reshape(pixels, target_shape), target.dtype)
-            return dict(self._fn(**{image_name: model_input}))
-
-    module = Wrapped(source)
+    module = tf.Module()
+    if source.owner is not None:
+        module.original = source.owner  # tracked, so its variables are saved with us
+    module.serve = tf.function(_serve_function(source.main, inputs, outputs),
+                               input_signature=[p.tensor_spec() for p in inputs], autograph=False)
+    progress("tracing the wrapped signature")
     concrete = module.serve.get_concrete_function()
-    outputs = concrete.structured_outputs
+    signatures = {DEFAULT_SIGNATURE: concrete}
+    for key, sig in kept.items():
+        signatures[key] = _passthrough_function(sig).get_concrete_function()
+
+    wired = concrete.structured_outputs
+    image = next((p for p in inputs if p.image is not None), None)
+    described = {"path": str(src), "format": source.format, "signature": source.signature}
+    if image is not None:
+        described.update(input=image.source, input_shape=format_shape(image.target.shape))
+    if options.graph_inputs or options.graph_outputs:
+        described.update(graph_inputs=dict(options.graph_inputs or {}),
+                         graph_outputs=dict(options.graph_outputs or {}))
+    if kept:
+        described["kept_signatures"] = sorted(kept)
     metadata = ModelMetadata(
         name=options.name or out.name,
-        inputs=(InputSpec(name=wrapped_name, kind=options.input_kind, dtype="string",
-                          shape=(-1,), image=spec),),
-        outputs=tuple(_output_spec(name, t, options, source) for name, t in sorted(
-            outputs.items())),
+        inputs=tuple(p.metadata() for p in inputs),
+        outputs=tuple(p.metadata(wired[p.wire]) for p in sorted(outputs, key=lambda p: p.wire)),
         labels=options.labels,
-        source={"path": str(src), "format": source.format, "signature": source.signature,
-                "input": image_name, "input_shape": _shape(image_spec.shape)},
+        source=described,
     )
     _check_labels(metadata)
     progress(f"saving {out}")
     with _atomic_dir(out, options.overwrite) as tmp:
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": concrete})
+        tf.saved_model.save(module, str(tmp), signatures=signatures)
+        _restore_methods(tmp, {k: s.method for k, s in kept.items()})
         metadata.save(tmp)
     return metadata
 
 
-def _image_input(source: Source, options: WrapOptions):
-    names = sorted(source.inputs)
-    if options.image_input is None:
-        if len(names) != 1:
-            raise SpecMismatch(f"signature {source.signature!r} has inputs {names}; "
-                               "say which one takes the image (--image-input)")
-        name = names[0]
-    elif options.image_input not in source.inputs:
-        raise SpecMismatch(f"signature {source.signature!r} has no input "
-                           f"{options.image_input!r}; it has {names}")
-    else:
-        name = options.image_input
-    if len(names) > 1:
-        raise SpecMismatch(f"signature {source.signature!r} has inputs {names}; wrapping "
-                           "models with several inputs needs pass-through inputs, "
-                           "not supported yet")
-    return name, source.inputs[name]
+def wrap_summary(metadata: ModelMetadata) -> str:
+    """One line on what the wrapped model takes and returns, as ``modelprep wrap`` prints it."""
+    parts = []
+    for spec in metadata.inputs:
+        if spec.image is not None:
+            image = spec.image
+            detail = (f"{image.height}x{image.width}x{image.channels}, "
+                      f"{image.normalization.mode}")
+            if spec.quantization is not None:
+                detail += f", {spec.quantization.dtype}"
+        else:
+            detail = f"{spec.kind} {spec.dtype} {list(spec.shape)}"
+        parts.append(f"input {spec.name!r} ({detail})")
+
+    def output(spec) -> str:
+        extra = [spec.encoding] if spec.encoding else []
+        if spec.quantization is not None and not spec.encoding:
+            extra.append(spec.quantization.dtype)
+        return f"{spec.name} ({', '.join([spec.role, *extra])})"
+
+    return ", ".join(parts) + ", outputs " + ", ".join(output(s) for s in metadata.outputs)
 
 
-def _image_spec(name: str, tensor, options: WrapOptions) -> ImageSpec:
-    """The pixel size and channels the input wants, checked against the options."""
-    shape = tensor.shape
-    if shape.rank is None:
-        raise SpecMismatch(f"input {name!r} has unknown rank; cannot tell the image size")
-    dims = [None if d is None else int(d) for d in shape.as_list()[1:]]
-    if not tensor.dtype.is_floating and not tensor.dtype.is_integer:
-        raise SpecMismatch(f"input {name!r} is {tensor.dtype.name}, not a numeric tensor")
-    if len(dims) == 3:
-        height, width, channels = dims
-        layout = "nhwc"
-    elif len(dims) == 2:
-        height, width, channels, layout = dims[0], dims[1], 1, "nhwc"
-    elif len(dims) == 1 and dims[0] is not None:
-        height, width, channels = _flat_size(name, dims[0], options)
-        layout = "flat"
-    else:
-        raise SpecMismatch(f"input {name!r} has shape {_shape(shape)}; expected "
-                           "[batch, height, width, channels] or [batch, height*width*channels]")
+def _serve_function(source: Signature, inputs: list[InputPlan],
+                    outputs: list[OutputPlan]) -> Callable[..., dict[str, Any]]:
+    def serve(*args):
+        feeds = {plan.source: _input_layer(plan, arg) for plan, arg in zip(inputs, args,
+                                                                            strict=True)}
+        results = source.fn(**feeds)
+        return {plan.wire: _output_layer(plan, results[plan.source]) for plan in outputs}
 
-    def pick(what: str, model_value: int | None, asked: int | None) -> int:
-        if model_value is not None and asked is not None and model_value != asked:
-            raise SpecMismatch(f"input {name!r} is {_shape(shape)}: its {what} is "
-                               f"{model_value}, but the options say {asked}")
-        value = model_value if model_value is not None else asked
-        if value is None:
-            raise SpecMismatch(f"input {name!r} is {_shape(shape)}: its {what} is not fixed; "
-                               f"give it (--size HxW / --channels)")
+    return serve
+
+
+def _input_layer(plan: InputPlan, value):
+    import tensorflow as tf
+
+    from modelprep.preprocess import decode_base64_text, dequantize, image_batch, to_dtype
+
+    kind = plan.layer.kind
+    if kind == "tensor":
         return value
-
-    height = pick("height", height, options.height)
-    width = pick("width", width, options.width)
-    channels = pick("channels", channels, options.channels)
-    if channels not in (1, 3):
-        raise SpecMismatch(f"input {name!r} wants {channels} channels; only 1 (gray) and "
-                           "3 (RGB) images can be decoded into it")
-    return ImageSpec(height=height, width=width, channels=channels,
-                     normalization=options.normalization, resize=options.resize, layout=layout)
-
-
-def _flat_size(name: str, size: int, options: WrapOptions) -> tuple[int, int, int]:
-    """Height, width and channels of a flattened image input such as ``[-1, 784]``."""
-    if options.height and options.width:
-        channels = options.channels or max(1, size // (options.height * options.width))
-        if options.height * options.width * channels != size:
-            raise SpecMismatch(f"input {name!r} holds {size} values per image, but "
-                               f"{options.height}x{options.width}x{channels} is "
-                               f"{options.height * options.width * channels}")
-        return options.height, options.width, channels
-    for channels in ([options.channels] if options.channels else [1, 3]):
-        side = math.isqrt(size // channels)
-        if side * side * channels == size:
-            return side, side, channels
-    raise SpecMismatch(f"input {name!r} holds {size} values per image, not a square image; "
-                       "give its size (--size HxW --channels C)")
+    assert plan.image is not None
+    if kind == "quantized_pixels":
+        assert plan.quantization is not None
+        pixels = dequantize(value, plan.quantization)
+    else:
+        if kind == "image_base64":
+            value = decode_base64_text(value)
+        pixels = image_batch(value, plan.image)
+    target_shape = [-1] + [int(d) for d in plan.target.shape[1:]]
+    return to_dtype(tf.reshape(pixels, target_shape), plan.target.dtype)
 
 
-def _output_spec(name: str, tensor, options: WrapOptions, source: Source) -> OutputSpec:
-    role = options.output_roles.get(name) or _guess_role(name, tensor)
-    return OutputSpec(name=name, role=role, dtype=tensor.dtype.name,
-                      shape=_shape_tuple(tensor.shape))
+def _output_layer(plan: OutputPlan, value):
+    from modelprep.postprocess import encode_png_batch, quantize
+
+    kind = plan.layer.kind
+    if kind == "float":
+        return value
+    if kind == "quantize":
+        assert plan.quantization is not None
+        return quantize(value, plan.quantization)
+    if plan.quantization is not None:
+        value = quantize(value, plan.quantization)
+    return encode_png_batch(value)
 
 
-def _guess_role(name: str, tensor) -> str:
-    """A 2-D float output is a classifier's; other outputs are plain tensors."""
-    if tensor.dtype.is_floating and tensor.shape.rank == 2:
-        return "logits" if "logit" in name.lower() else "probabilities"
-    return "tensor"
+def _passthrough_function(sig: Signature):
+    """A kept signature, re-traced so it saves with the same input and output keys."""
+    import tensorflow as tf
+
+    names = sorted(sig.inputs)
+    specs = [tf.TensorSpec(sig.inputs[n].shape, sig.inputs[n].dtype, name=n) for n in names]
+
+    def call(*args):
+        return dict(sig.fn(**dict(zip(names, args, strict=True))))
+
+    return tf.function(call, input_signature=specs, autograph=False)
+
+
+def _kept_signatures(source: Source, keep: bool | tuple[str, ...],
+                     progress: Callable[[str], None]) -> dict[str, Signature]:
+    if keep is False or keep == ():
+        return {}
+    available = {**source.other_signatures}
+    every = sorted({*available, *source.unusable_signatures})
+    explicit = keep is not True
+    names = list(keep) if explicit else every
+    result = {}
+    for name in names:
+        if name == source.signature:
+            raise SpecMismatch(f"signature {name!r} is the one being wrapped; it cannot also "
+                               "be kept unchanged")
+        if name == DEFAULT_SIGNATURE:
+            if explicit:
+                raise SpecMismatch(f"cannot keep {DEFAULT_SIGNATURE!r} unchanged: the wrapped "
+                                   f"signature {source.signature!r} takes its place")
+            progress(f"not keeping the source's {DEFAULT_SIGNATURE!r}: the wrapped signature "
+                     "takes its place")
+            continue
+        if name in source.unusable_signatures:
+            raise SourceError(f"cannot keep signature {name!r}: "
+                              f"{source.unusable_signatures[name]}")
+        if name not in available:
+            raise SpecMismatch(f"no signature {name!r} to keep; the source's other signatures "
+                               f"are {every or 'none'}")
+        result[name] = available[name]
+    return result
+
+
+def _restore_methods(model_dir: Path, methods: Mapping[str, str]) -> None:
+    """Give kept signatures their source method (``tf.saved_model.save`` writes every
+    signature as predict; TF Serving's classify and regress APIs check the method)."""
+    changed = {k: m for k, m in methods.items() if m and m != PREDICT_METHOD}
+    if not changed:
+        return
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = model_dir / "saved_model.pb"
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString(pb.read_bytes())
+    for meta_graph in saved_model.meta_graphs:
+        for key, method in changed.items():
+            if key in meta_graph.signature_def:
+                meta_graph.signature_def[key].method_name = method
+    pb.write_bytes(saved_model.SerializeToString())
 
 
 def _check_labels(metadata: ModelMetadata) -> None:
@@ -206,16 +271,6 @@ def _check_labels(metadata: ModelMetadata) -> None:
                 metadata.labels)):
             raise SpecMismatch(f"output {out.name!r} has {out.shape[-1]} classes but "
                                f"{len(metadata.labels)} labels were given")
-
-
-def _shape_tuple(shape) -> tuple[int, ...]:
-    return tuple(-1 if d is None else int(d) for d in shape.as_list())
-
-
-def _shape(shape) -> str:
-    if getattr(shape, "rank", 0) is None:
-        return "[?]"
-    return "[" + ", ".join(str(d) for d in _shape_tuple(shape)) + "]"
 
 
 @contextlib.contextmanager

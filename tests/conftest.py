@@ -104,3 +104,15 @@ def server(demo_model, tmp_path_factory):
                        {"MODEL_URI": str(demo_model.served), "MAX_IMAGES": "8"})
     yield srv
     stop_server(srv)
+
+
+@pytest.fixture(scope="session")
+def local_model_server(demo_model, tmp_path_factory):
+    """infra.modelserver on loopback (REST and gRPC), serving a TF Serving repository:
+    ``digits/1`` (the demo model, label ``stable``) and TF Serving's own test models
+    ``half_plus_two`` (version 123) and ``half_plus_three``."""
+    from tests.infra.repository import start_local_model_server
+
+    server = start_local_model_server(tmp_path_factory.mktemp("tfserving"), demo_model.served)
+    yield server
+    server.stop()

@@ -1,0 +1,107 @@
+"""Where a request's time goes inside the function, layer by layer, in one process.
+
+    python -m bench.breakdown ORIGINAL SERVED --image photo.jpg [--count 150]
+
+Each stage adds one layer of ours to the one before, and the stages take turns
+call by call, so their differences are the cost of each layer:
+
+    direct       the original model's concrete function on the decoded tensor
+    graph        the wrapped model on the JPEG bytes: adds the in-graph decoding,
+                 resize and normalisation (`modelprep.preprocess`)
+    backend      `InProcessBackend.predict`: adds numpy-to-tensor and back
+    app          `App.handle` on a JSON base64 request: adds parsing, the EXIF
+                 check, post-processing, the JSON answer and the request logs
+    preprocess   the preprocessing graph alone, for reference
+
+What HTTP adds on top (gunicorn, Flask, functions-framework, loopback) is the
+difference between ``app`` and the latency row measured through the server.
+Prints one JSON line: per stage, the p50 of each round in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+STAGES = ("direct", "graph", "backend", "app", "preprocess")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("original")
+    parser.add_argument("served")
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--input", default="images")
+    parser.add_argument("--count", type=int, default=100, help="calls per stage per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import tensorflow as tf
+
+    from bench import payloads
+    from bench.stats import median
+    from functions.app import App
+    from functions.backends.inprocess import InProcessBackend
+    from functions.config import Settings
+    from functions.http import Headers, HttpRequest
+    from modelmeta import ModelMetadata
+    from modelprep.preprocess import image_batch
+
+    with open(args.image, "rb") as f:
+        data = f.read()
+    spec = ModelMetadata.load(args.served).image_input
+    pixels = payloads.normalized(np.asarray(_decode(data)), spec.image.normalization.mode)
+    tensor = tf.constant(pixels[None].astype(np.float32))
+    original = tf.saved_model.load(args.original).signatures["serving_default"]
+    wrapped = tf.saved_model.load(args.served).signatures["serving_default"]
+    backend = InProcessBackend(args.served)
+    app = App(Settings(model_uri=args.served))
+    body = payloads.base64_json(data)
+    request = HttpRequest(method="POST", path="/", headers=Headers(body.headers),
+                          body=body.body)
+    preprocess = tf.function(lambda images: image_batch(images, spec.image))
+    batch = np.array([data], dtype=object)
+
+    def run_app() -> None:
+        response = app.handle(request)
+        if response.status != 200:
+            raise RuntimeError(f"App.handle answered {response.status}: {response.body[:200]!r}")
+
+    calls = {
+        "direct": lambda: {k: v.numpy() for k, v in original(**{args.input: tensor}).items()},
+        "graph": lambda: {k: v.numpy() for k, v in wrapped(**{spec.name: tf.constant(
+            batch)}).items()},
+        "backend": lambda: backend.predict({spec.name: batch}),
+        "app": run_app,
+        "preprocess": lambda: preprocess(tf.constant(batch)).numpy(),
+    }
+    for call in calls.values():  # trace and warm every path first
+        for _ in range(3):
+            call()
+    p50_ms: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(args.rounds):
+        seconds: dict[str, list[float]] = {name: [] for name in calls}
+        for _ in range(args.count):
+            for name, call in calls.items():
+                started = time.perf_counter()
+                call()
+                seconds[name].append(time.perf_counter() - started)
+        for name, values in seconds.items():
+            p50_ms[name].append(median(values) * 1000)
+    print(json.dumps({"p50_ms": p50_ms, "count": args.count}))
+    return 0
+
+
+def _decode(data: bytes):
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Item 3: cold start, from spawning the process to the first 200, against a bare script.
+
+Each round starts, one after the other and nothing else of ours running:
+
+* the bare script (`bench.bare`): import TensorFlow, load the original
+  SavedModel, call it once on a decoded tensor: the least any server must do;
+* the bare script on the wrapped SavedModel, fed the JPEG: the same without a
+  server, to tell what the in-graph decoding costs from what the server costs;
+* the function as the README starts it (functions-framework, in-process
+  backend), timed to the first 200 for a real JSON base64 request.
+
+The peak memory of each is kept for item 6.
+"""
+
+from __future__ import annotations
+
+from bench.context import MODEL_LABELS, Context
+from bench.direct import bare_argv, cold_start
+from bench.report import Goal, Row
+from bench.server import start_function
+from bench.stats import Paired, median
+
+MODEL = "mobilenet_v2"
+GOAL = Goal("<=", 1.15)
+
+
+def run(ctx: Context) -> list[Row]:
+    model = ctx.models[MODEL]
+    label = MODEL_LABELS[MODEL]
+    image = ctx.image_file(MODEL)
+    request = ctx.function_request(MODEL)
+    bare_s, wrapped_s, ours_s = [], [], []
+    bare_rss, wrapped_rss, ours_rss = [], [], []
+    phases: dict[str, list[float]] = {"import_s": [], "load_s": [], "first_call_s": []}
+    for i in range(ctx.plan.cold_starts):
+        ctx.log(f"cold start {label}: round {i + 1}/{ctx.plan.cold_starts}")
+        bare = cold_start(bare_argv(model, image))
+        bare_s.append(bare.seconds)
+        bare_rss.append(bare.peak_rss)
+        for key in phases:
+            phases[key].append(bare.ready[key])
+        wrapped = cold_start(bare_argv(model, image, wrapped=True))
+        wrapped_s.append(wrapped.seconds)
+        wrapped_rss.append(wrapped.peak_rss)
+        server = start_function(model.served, ctx.work_dir / "logs", name="function-cold")
+        try:
+            ours_s.append(server.wait_ready(request))
+            ours_rss.append(server.peak_rss())
+        finally:
+            server.stop()
+
+    ours = Paired.of(ours_s, bare_s)
+    wrapped = Paired.of(wrapped_s, bare_s)
+    breakdown = ", ".join(f"{k[:-2].replace('_', ' ')} {median(v):.2f} s"
+                          for k, v in phases.items())
+    bare_label = f"bare script ({label}), one call"
+    ctx.keep_memory(bare_label, _median(bare_rss))
+    ctx.keep_memory(f"bare script, wrapped model ({label}), one call", _median(wrapped_rss),
+                    bare_label)
+    ctx.keep_memory(f"function in-process ({label}), at first 200", _median(ours_rss),
+                    bare_label)
+    detail = {"rounds": ours.rounds, "ratio_min": ours.ratio_min, "ratio_max": ours.ratio_max,
+              "ours_s": ours_s, "bare_s": bare_s, "wrapped_s": wrapped_s,
+              "bare_phases_s": phases}
+    return [
+        Row(3, f"cold start {label}, function in-process (spawn → first 200)", ours.value, "s",
+            ours.baseline, "bare script", ours.ratio, GOAL,
+            note=f"bare script: {breakdown}", detail=detail),
+        Row(3, f"cold start {label}, bare script on the wrapped model (diagnostic)",
+            wrapped.value, "s", wrapped.baseline, "bare script", wrapped.ratio,
+            note="in-graph JPEG decoding and resize, no server",
+            detail={"rounds": wrapped.rounds, "ratio_min": wrapped.ratio_min,
+                    "ratio_max": wrapped.ratio_max}),
+    ]
+
+
+def _median(values: list[int | None]) -> int | None:
+    known = [v for v in values if v]
+    return int(median(known)) if known else None

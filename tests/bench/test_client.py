@@ -1,0 +1,131 @@
+"""The bench's HTTP client against a real loopback server: counts, turns and refusals.
+
+Nothing here is timed: only what is sent and what is done with the answers.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from bench import client
+from bench.client import BenchError, Request
+
+
+class Recorder(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the servers the bench measures
+    wbufsize = -1  # headers and body in one send, or Nagle and delayed ACKs add 40 ms
+    script: list[int] = []
+    bodies: list[bytes] = []
+    lock = threading.Lock()
+
+    def do_POST(self):  # noqa: N802 - the http.server API
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with self.lock:
+            type(self).bodies.append(body)
+            status = type(self).script.pop(0) if type(self).script else 200
+        answer = json.dumps({"predictions": [{"class_id": 3}]} if status == 200
+                            else {"error": {"code": "x", "message": "nope"}}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+        self.wfile.flush()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    Recorder.script, Recorder.bodies = [], []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                              daemon=True)
+    thread.start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+REQUEST = Request("/", b'{"image": "abc"}', {"Content-Type": "application/json"})
+
+
+def test_interleaved_takes_turns_after_the_warmup():
+    calls = []
+    samplers = {name: (lambda n=name: calls.append(n) or 0.5) for name in ("a", "b", "c")}
+    out = client.interleaved(samplers, count=2, warmup=1)
+    assert calls == ["a", "b", "c"] * 3
+    assert out == {"a": [0.5, 0.5], "b": [0.5, 0.5], "c": [0.5, 0.5]}
+
+
+def test_sampler_sends_the_request_and_checks_the_answer(server):
+    seen = []
+    request = Request(REQUEST.path, REQUEST.body, REQUEST.headers,
+                      check=lambda body: seen.append(json.loads(body)))
+    sample = client.Sampler(server, request)
+    try:
+        assert sample() > 0
+        assert sample() > 0
+    finally:
+        sample.close()
+    assert Recorder.bodies == [REQUEST.body] * 2
+    assert seen == [{"predictions": [{"class_id": 3}]}] * 2
+
+
+def test_a_non_200_stops_the_measurement_with_the_servers_words(server):
+    Recorder.script = [503]
+    with pytest.raises(BenchError, match=r'the function answered 503: b\'{"error"'):
+        client.post_once(server, REQUEST, "the function")
+
+
+def test_a_check_that_fails_stops_the_measurement(server):
+    def check(body):
+        raise BenchError("no prediction")
+
+    with pytest.raises(BenchError, match="no prediction"):
+        client.post_once(server, Request("/", b"{}", {}, check=check))
+
+
+@pytest.mark.parametrize("concurrency", [1, 4, 8])
+def test_burst_sends_exactly_the_total_plus_one_untimed_per_client(server, concurrency):
+    result = client.burst(server, REQUEST, concurrency, total=24)
+    assert (result.concurrency, result.requests) == (concurrency, 24)
+    assert result.seconds > 0
+    assert len(Recorder.bodies) == 24 + concurrency
+
+
+def test_burst_reports_a_failing_request(server):
+    Recorder.script = [200, 200, 500]
+    with pytest.raises(BenchError, match="failed under concurrency 2: server answered 500"):
+        client.burst(server, REQUEST, 2, total=10)
+
+
+def test_burst_needs_at_least_one_request_per_client(server):
+    with pytest.raises(BenchError, match="concurrency <= total"):
+        client.burst(server, REQUEST, 8, total=4)
+
+
+def test_wait_until_ok_retries_while_loading(server):
+    Recorder.script = [503, 503, 200]
+    client.wait_until_ok(server, REQUEST, deadline=_far(), alive=lambda: True)
+    assert len(Recorder.bodies) == 3
+
+
+def test_wait_until_ok_gives_up_on_a_refusal_or_a_dead_server(server):
+    Recorder.script = [404]
+    with pytest.raises(BenchError, match="answered 404 on start-up"):
+        client.wait_until_ok(server, REQUEST, deadline=_far(), alive=lambda: True)
+    with pytest.raises(BenchError, match="exited before answering"):
+        client.wait_until_ok(server, REQUEST, deadline=_far(), alive=lambda: False)
+
+
+def _far() -> float:
+    import time
+
+    return time.perf_counter() + 30

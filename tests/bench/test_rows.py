@@ -1,0 +1,109 @@
+"""Rows built from measured rounds: the figures, ratios and goals the table shows."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.latency import breakdown_rows, floor_row, latency_rows
+from bench.memory import memory_rows
+from bench.registry import GROUPS, Group, select
+from bench.report import Goal
+from bench.stats import Latency
+from bench.throughput import throughput_rows
+
+MIB = 1024 * 1024
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _lat(p50_ms: float, p99_ms: float) -> Latency:
+    return Latency(p50=p50_ms / 1000, p99=p99_ms / 1000, mean=p50_ms / 1000, count=100)
+
+
+def test_latency_rows_pair_rounds_and_apply_the_goal():
+    ours = [_lat(31.0, 40.0), _lat(62.0, 90.0), _lat(30.0, 36.0)]
+    direct = [_lat(30.0, 38.0), _lat(60.0, 80.0), _lat(29.0, 35.0)]
+    p50, p99 = latency_rows(2, "MobileNetV2", ours, direct, Goal("<=", 1.05))
+    assert (p50.label, p50.unit, p50.baseline_label) == ("MobileNetV2 p50", "ms", "direct call")
+    assert p50.value == pytest.approx(31.0)
+    assert p50.baseline == pytest.approx(30.0)
+    assert p50.ratio == pytest.approx(31.0 / 30.0)
+    assert p50.met is True
+    assert p99.ratio == pytest.approx(40.0 / 38.0)  # median of 1.053, 1.125, 1.029
+    assert p99.met is False
+    assert p99.detail["ours_ms"] == pytest.approx([40.0, 90.0, 36.0])
+
+
+def test_throughput_rows_one_per_level():
+    ours = {1: [27.0, 26.0], 4: [30.0, 31.0]}
+    direct = {1: [30.0, 29.0], 4: [30.0, 30.0]}
+    rows = throughput_rows(4, "MobileNetV2", (1, 4), ours, direct, Goal(">=", 0.9),
+                           notes={4: "ours 30.5 req/s"})
+    assert [r.label for r in rows] == ["MobileNetV2 c=1", "MobileNetV2 c=4"]
+    assert rows[0].ratio == pytest.approx((27 / 30 + 26 / 29) / 2)
+    assert rows[0].met is False  # 0.898
+    assert rows[1].met is True and rows[1].note == "ours 30.5 req/s"
+
+
+def test_memory_rows_compare_with_the_model_alone_when_measured():
+    memory = {"bare model (m), warm": 500 * MIB, "function (m), warm": 600 * MIB,
+              "thin adapter": 40 * MIB}
+    rows = memory_rows(memory, {"function (m), warm": "bare model (m), warm",
+                                "thin adapter": "not measured"})
+    by_label = {r.label: r for r in rows}
+    fn = by_label["peak memory: function (m), warm"]
+    assert (fn.value, fn.baseline, fn.ratio) == (600.0, 500.0, 1.2)
+    assert fn.baseline_label == "bare model (m), warm"
+    thin = by_label["peak memory: thin adapter"]
+    assert (thin.value, thin.baseline, thin.ratio, thin.baseline_label) == (40.0, None, None, "")
+
+
+def test_breakdown_rows_cumulative_layers_and_what_http_adds():
+    p50 = {"direct": [29.0, 30.0], "graph": [29.5, 30.5], "backend": [29.6, 30.6],
+           "app": [30.5, 31.5], "preprocess": [1.0, 1.1]}
+    rows = breakdown_rows("MobileNetV2", p50)
+    assert [r.value for r in rows] == pytest.approx([30.0, 30.1, 31.0, 1.05])
+    assert all(r.baseline == pytest.approx(29.5) for r in rows)
+    assert rows[2].label == "MobileNetV2: where the time goes: + App.handle (no HTTP)"
+    assert all(r.goal is None for r in rows)
+
+
+def test_floor_row_is_the_share_of_the_function_latency():
+    row = floor_row("MobileNetV2", [_lat(1.5, 3.0), _lat(2.0, 4.0)],
+                    [_lat(30.0, 40.0), _lat(40.0, 50.0)])
+    assert row.value == pytest.approx(1.75)
+    assert row.baseline == pytest.approx(35.0)
+    assert row.ratio == pytest.approx(0.05)
+    assert row.unit == "ms" and row.goal is None
+
+
+def test_registry_runs_cold_start_first_and_memory_last():
+    assert GROUPS[0].target == "bench.cold_start:run"
+    assert GROUPS[-1].target == "bench.memory:run"
+    assert {g.number for g in GROUPS} == {1, 2, 3, 4, 5, 6}  # 7 comes from 2 and 4
+
+
+def test_every_required_group_imports_without_tensorflow():
+    # In a fresh interpreter: other tests of the suite may have loaded TensorFlow here.
+    code = ("import sys; from bench.registry import GROUPS; "
+            "[g.load() for g in GROUPS if not g.optional]; "
+            "import bench.run; print('tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_select_groups_by_item():
+    assert select(None) == GROUPS
+    assert [g.number for g in select({1})] == [1]
+    assert {g.number for g in select({7})} == {2, 4}
+
+
+def test_an_unwritten_optional_group_is_a_pending_row():
+    group = Group(5, "masks", "bench.not_written_yet:run", optional=True, pending_note="later")
+    assert not group.available()
+    row = group.pending_row()
+    assert (row.group, row.status, row.note) == (5, "pending", "later")
