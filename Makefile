@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve browser test test-fast lint bench clean
+.PHONY: install tools demo serve browser test test-fast lint bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,18 @@ $(STAMP): requirements.lock pyproject.toml
 		--no-build-isolation -e .
 	touch $(STAMP)
 
+# aws-sam-cli pins click, watchdog and boto3 below what the function uses, so the SAM CLI
+# (sam validate --lint, the Lambda Runtime Interface Emulator it ships) lives in its own venv.
+TOOLS := .venv-tools
+$(TOOLS)/.installed: requirements-tools.lock
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	printf '*\n' > $(TOOLS)/.gitignore
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-tools.lock
+	touch $@
+
 install: $(STAMP)
+
+tools: $(TOOLS)/.installed
 
 demo: install
 	$(BIN)/modelprep demo
@@ -37,7 +48,7 @@ lint: install
 browser:
 	bash examples/ci/install-chromium.sh || echo "chromium not installed: the browser tests will skip"
 
-test: lint browser
+test: lint browser tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install

@@ -186,13 +186,16 @@ def burst(port: int, request: Request, concurrency: int, total: int,
 
 
 def wait_until_ok(port: int, request: Request, deadline: float, alive: Callable[[], bool],
-                  what: str = "server", poll: float = 0.01) -> float:
+                  what: str = "server", poll: float = 0.01,
+                  on_listen: Callable[[float], None] | None = None) -> float:
     """Block until the server answers ``request`` with a 200; return ``perf_counter()`` then.
 
     Polls the port for a listener every ``poll`` seconds, then sends the real
     request; a server still loading may hold it (ours does) or answer 503 (then
-    it is retried). ``alive`` reports whether the server process still runs.
+    it is retried). ``alive`` reports whether the server process still runs; ``on_listen``
+    is told the ``perf_counter()`` of the first accepted connection.
     """
+    listening = False
     while time.perf_counter() < deadline:
         if not alive():
             raise BenchError(f"{what} exited before answering")
@@ -202,6 +205,10 @@ def wait_until_ok(port: int, request: Request, deadline: float, alive: Callable[
         except OSError:
             time.sleep(poll)
             continue
+        if not listening:
+            listening = True
+            if on_listen is not None:
+                on_listen(time.perf_counter())
         conn = Connection(port, timeout=max(1.0, deadline - time.perf_counter()))
         try:
             status, body = conn.post(request)

@@ -14,6 +14,8 @@ The peak memory of each is kept for item 6.
 
 from __future__ import annotations
 
+import re
+
 from bench.context import MODEL_LABELS, Context
 from bench.direct import bare_argv, cold_start
 from bench.report import Goal, Row
@@ -32,6 +34,8 @@ def run(ctx: Context) -> list[Row]:
     bare_s, wrapped_s, ours_s = [], [], []
     bare_rss, wrapped_rss, ours_rss = [], [], []
     phases: dict[str, list[float]] = {"import_s": [], "load_s": [], "first_call_s": []}
+    listening: list[float] = []
+    worker_load: list[float] = []
     for i in range(ctx.plan.cold_starts):
         ctx.log(f"cold start {label}: round {i + 1}/{ctx.plan.cold_starts}")
         bare = cold_start(bare_argv(model, image))
@@ -48,6 +52,11 @@ def run(ctx: Context) -> list[Row]:
             ours_rss.append(server.peak_rss())
         finally:
             server.stop()
+        if server.listening_after is not None:
+            listening.append(server.listening_after)
+        loaded = model_load_seconds(server.log.read_text(errors="replace"))
+        if loaded is not None:
+            worker_load.append(loaded)
 
     ours = Paired.of(ours_s, bare_s)
     wrapped = Paired.of(wrapped_s, bare_s)
@@ -61,17 +70,33 @@ def run(ctx: Context) -> list[Row]:
                     bare_label)
     detail = {"rounds": ours.rounds, "ratio_min": ours.ratio_min, "ratio_max": ours.ratio_max,
               "ours_s": ours_s, "bare_s": bare_s, "wrapped_s": wrapped_s,
-              "bare_phases_s": phases}
+              "bare_phases_s": phases, "listening_s": listening,
+              "worker_model_load_s": worker_load}
+    function_phases = []
+    if listening:
+        function_phases.append(f"listening {median(listening):.2f} s")
+    if worker_load:
+        function_phases.append(f"worker's model load and warm-up {median(worker_load):.2f} s")
     return [
         Row(3, f"cold start {label}, function in-process (spawn → first 200)", ours.value, "s",
             ours.baseline, "bare script", ours.ratio, GOAL,
-            note=f"bare script: {breakdown}", detail=detail),
+            note=f"function: {', '.join(function_phases) or 'no phases logged'}; "
+                 f"bare script: {breakdown}", detail=detail),
         Row(3, f"cold start {label}, bare script on the wrapped model (diagnostic)",
             wrapped.value, "s", wrapped.baseline, "bare script", wrapped.ratio,
             note="in-graph JPEG decoding and resize, no server",
             detail={"rounds": wrapped.rounds, "ratio_min": wrapped.ratio_min,
                     "ratio_max": wrapped.ratio_max}),
     ]
+
+
+_LOADED = re.compile(r"model .* loaded in (\d+(?:\.\d+)?) s")
+
+
+def model_load_seconds(log_text: str) -> float | None:
+    """The worker's own "model ... loaded in X s" (import, load, warm-up), from its log."""
+    match = _LOADED.search(log_text)
+    return float(match.group(1)) if match else None
 
 
 def _median(values: list[int | None]) -> int | None:

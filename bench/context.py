@@ -33,7 +33,10 @@ class Plan:
     latency_requests: dict[str, int] = field(default_factory=lambda: {
         "mobilenet_v2": 120, "digits": 300})
     throughput_requests: dict[str, int] = field(default_factory=lambda: {
-        "mobilenet_v2": 48, "digits": 240})
+        "mobilenet_v2": 16, "digits": 80})
+    """Requests per burst (at least the highest concurrency)."""
+    throughput_bursts: int = 3
+    """Bursts per side, level and round."""
     concurrency: tuple[int, ...] = (1, 4, 8)
     warmup: int = 10
     cold_starts: int = 5
@@ -45,7 +48,7 @@ class Plan:
         return cls(quick=True, rounds=2,
                    latency_requests={"mobilenet_v2": 40, "digits": 100},
                    throughput_requests={"mobilenet_v2": 16, "digits": 80},
-                   warmup=5, cold_starts=2)
+                   throughput_bursts=2, warmup=5, cold_starts=2)
 
 
 @dataclass

@@ -197,6 +197,8 @@ def summary_lines(rows: Sequence[Row]) -> list[str]:
         if row.status != "ok":
             out.append(f"{row.status}: {row.group} {row.label}: {row.note}")
         elif row.met is False:
-            out.append(f"goal missed: {row.group} {row.label}: {format_ratio(row.ratio)} "
+            got = (format_ratio(row.ratio) if row.goal.on == "ratio"
+                   else format_value(row.value, row.unit))
+            out.append(f"goal missed: {row.group} {row.label}: {got} "
                        f"(goal {row.goal.describe(row.unit)})")
     return out

@@ -45,15 +45,20 @@ class ServerProcess:
     log: Path
     started: float
     """``time.perf_counter()`` just before the process was spawned."""
+    listening_after: float | None = None
+    """Seconds from spawn to the first accepted TCP connection (set by `wait_ready`)."""
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def wait_ready(self, request: Request, timeout: float = 300.0) -> float:
         """Seconds from spawn to the first 200 for ``request``."""
+        def listening(now: float) -> None:
+            self.listening_after = now - self.started
+
         try:
             answered = client.wait_until_ok(self.port, request, time.perf_counter() + timeout,
-                                            self.alive, what=self.name)
+                                            self.alive, what=self.name, on_listen=listening)
         except BenchError as exc:
             raise BenchError(f"{exc}; its log ({self.log}) ends:\n{self.log_tail()}") from exc
         return answered - self.started

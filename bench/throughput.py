@@ -1,15 +1,16 @@
 """Item 4 (and 7's throughput): requests per second at concurrency 1, 4 and 8.
 
 The baseline is the model's own sequential throughput: the direct call back
-to back in `bench.bare`, measured right before each burst of the same size.
-Each burst is a fixed number of requests shared by N client threads, timed
-from the first send to the last answer.
+to back in `bench.bare`. A burst is a fixed number of requests shared by N
+client threads, timed from the first send to the last answer. Within a round,
+short bursts take turns (direct, function, peer, direct, ...) and each side's
+throughput is its requests over its summed seconds, so a second of someone
+else's load on the machine lands on every side alike.
 """
 
 from __future__ import annotations
 
 from bench import client, peer
-from bench.client import Request
 from bench.context import MODEL_LABELS, Context
 from bench.report import Goal, Row
 from bench.stats import Paired, throughput
@@ -43,9 +44,9 @@ def run(ctx: Context) -> list[Row]:
     return rows
 
 
-def _burst_rps(port: int, request: Request, level: int, count: int, what: str) -> float:
-    result = client.burst(port, request, level, count, what=what)
-    return throughput(result.requests, result.seconds)
+def _add(tally: list, burst: client.Burst) -> None:
+    tally[0] += burst.requests
+    tally[1] += burst.seconds
 
 
 def _measure(ctx: Context, model: str) -> list[Row]:
@@ -66,14 +67,23 @@ def _measure(ctx: Context, model: str) -> list[Row]:
     ours: dict[int, list[float]] = {level: [] for level in plan.concurrency}
     theirs: dict[int, list[float]] = {level: [] for level in plan.concurrency}
     for i in range(plan.rounds):
-        ctx.log(f"throughput {label}: round {i + 1}/{plan.rounds}, {count} requests per burst")
+        ctx.log(f"throughput {label}: round {i + 1}/{plan.rounds}, {plan.throughput_bursts} "
+                f"bursts of {count} requests per level, taking turns")
         for level in plan.concurrency:
-            # The baseline right before each burst: drifts in the machine's load hit both.
-            direct[level].append(throughput(count, worker.sequential_seconds(count)))
-            ours[level].append(_burst_rps(server.port, request, level, count, "the function"))
+            tally = {"direct": [0, 0.0], "ours": [0, 0.0], "peer": [0, 0.0]}
+            for _ in range(plan.throughput_bursts):
+                # Short bursts taking turns: drifts in the machine's load hit every side.
+                tally["direct"][0] += count
+                tally["direct"][1] += worker.sequential_seconds(count)
+                _add(tally["ours"], client.burst(server.port, request, level, count,
+                                                 what="the function"))
+                if peer_server is not None:
+                    _add(tally["peer"], client.burst(peer_server.port, ctx.peer_request(model),
+                                                     level, count, what="the peer"))
+            direct[level].append(throughput(*tally["direct"]))
+            ours[level].append(throughput(*tally["ours"]))
             if peer_server is not None:
-                theirs[level].append(_burst_rps(peer_server.port, ctx.peer_request(model),
-                                                level, count, "the peer"))
+                theirs[level].append(throughput(*tally["peer"]))
 
     rows = throughput_rows(4, f"throughput {label}, function", plan.concurrency, ours, direct,
                            GOALS.get(model))

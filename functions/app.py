@@ -145,9 +145,9 @@ class App:
 
     def _health(self) -> HttpResponse:
         state, error = self.model.status()
-        if state == "idle":
-            self.model.start_loading()
-            state = "loading"
+        if state in ("idle", "failed"):
+            self.model.start_loading()  # a failure is retried once RETRY_SECONDS have passed
+            state, error = self.model.status()
         body: dict[str, Any] = {"status": state}
         if state == "ready":
             body["model"] = self._model_info(self.model.get().metadata)

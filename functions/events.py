@@ -100,7 +100,8 @@ class PlatformEvent:
             return b""
         if not isinstance(raw, str):
             raise BadRequest(f"the {self.source} event has a body that is not a string")
-        if self.event.get("isBase64Encoded") is True:
+        flag = self.event.get("isBase64Encoded")
+        if flag is True or (isinstance(flag, str) and flag.lower() == "true"):
             try:
                 return base64.b64decode(raw, validate=True)
             except (binascii.Error, ValueError) as exc:

@@ -4,6 +4,10 @@ Loading takes seconds (importing TensorFlow, restoring variables), so it is
 done once per process: in the background as soon as a server worker starts
 (`start_loading`), or by the first request that needs it. Requests wait for a
 load under way; health checks do not, they report "loading".
+
+A failed load is tried again by the first request or health check that comes
+`RETRY_SECONDS` after it, so a model store that was unreachable at cold start, or
+a model file replaced in place, heals without a restart.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from functions.errors import ModelNotReady, ServiceError
 
 log = logging.getLogger(__name__)
 
+RETRY_SECONDS = 30.0
+
 
 class LoadedModel:
     def __init__(self, factory: Callable[[], Backend]) -> None:
@@ -30,11 +36,13 @@ class LoadedModel:
         self._started = False
         self._backend: Backend | None = None
         self._error: ServiceError | None = None
+        self._failed_at = 0.0
         self.load_seconds: float | None = None
 
     def start_loading(self) -> None:
-        """Begin loading in a background thread (once); return at once."""
+        """Begin loading in a background thread (once, or again after a failure); return."""
         with self._lock:
+            self._forget_old_failure()
             if self._started:
                 return
             self._started = True
@@ -43,6 +51,7 @@ class LoadedModel:
     def get(self, timeout: float | None = None) -> Backend:
         """The loaded backend; loads it now if nobody has started to."""
         with self._lock:
+            self._forget_old_failure()
             first = not self._started
             self._started = True
         if first:
@@ -61,6 +70,13 @@ class LoadedModel:
             return ("loading" if self._started else "idle"), None
         return ("failed", self._error) if self._error else ("ready", None)
 
+    def _forget_old_failure(self) -> None:
+        """Under the lock: after a failure and a pause, allow one more load."""
+        if (self._done.is_set() and self._error is not None
+                and time.monotonic() - self._failed_at >= RETRY_SECONDS):
+            self._started, self._error = False, None
+            self._done.clear()
+
     def _load(self) -> None:
         start = time.monotonic()
         try:
@@ -77,9 +93,10 @@ class LoadedModel:
             log.info("model %r loaded in %.2f s", backend.metadata.name, self.load_seconds)
         except ServiceError as exc:
             log.error("model failed to load: %s", exc.message)
-            self._error = exc
+            self._error, self._failed_at = exc, time.monotonic()
         except Exception as exc:
             log.exception("model failed to load")
+            self._failed_at = time.monotonic()
             self._error = ModelNotReady(f"the model failed to load ({type(exc).__name__}); "
                                         "the server log has the details")
         finally:

@@ -107,3 +107,13 @@ def test_an_unwritten_optional_group_is_a_pending_row():
     assert not group.available()
     row = group.pending_row()
     assert (row.group, row.status, row.note) == (5, "pending", "later")
+
+
+def test_worker_model_load_is_read_from_the_servers_json_log():
+    from bench.cold_start import model_load_seconds
+
+    log = ('{"time": "2026-11-22T04:38:07.512Z", "severity": "INFO", "logger": '
+           '"functions.model", "message": "model \'mobilenet_v2\' loaded in 11.19 s"}\n'
+           '{"message": "POST / 200"}\n')
+    assert model_load_seconds(log) == 11.19
+    assert model_load_seconds('{"message": "model failed to load"}') is None
