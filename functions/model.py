@@ -18,8 +18,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 from functions.backends import Backend
 from functions.errors import ModelNotReady, ServiceError
 
@@ -104,13 +102,21 @@ class LoadedModel:
 
 
 def _warm_up(backend: Backend) -> None:
-    """Run one tiny image through the model, so the first client does not pay the tracing."""
+    """Run one blank image through the model, so the first client does not pay the tracing.
+
+    It goes through the same input building as a request (`functions.inputs`), so models
+    that take quantized pixels and extra tensors are warmed as well as those taking files.
+    """
     spec = backend.metadata.image_input
-    if spec is None or spec.kind != "image_bytes":
+    if spec is None or spec.image is None:
         return
     from PIL import Image
+
+    from functions.decode import sniff_image
+    from functions.inputs import model_inputs
 
     buf = io.BytesIO()
     mode = "L" if spec.image.channels == 1 else "RGB"
     Image.new(mode, (spec.image.width, spec.image.height)).save(buf, format="PNG")
-    backend.predict({spec.name: np.array([buf.getvalue()], dtype=object)})
+    image = sniff_image(buf.getvalue(), "warm-up", spec.image.width * spec.image.height)
+    backend.predict(model_inputs(backend.metadata, [image]))
