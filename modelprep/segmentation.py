@@ -47,11 +47,7 @@ never wrapped), and its `modelmeta` file says so.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import math
-import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +63,7 @@ from modelmeta import (
     OutputSpec,
     Quantization,
 )
+from modelprep.buildcache import cached_build
 
 RECIPE_VERSION = 2
 """Bump when the graph, its constants or the served layers change."""
@@ -523,31 +520,13 @@ def build_segmentation_demo(base: Path | None = None, *, force: bool = False,
                             ) -> SegmentationDemo:
     """Build (or reuse) ``original`` and ``served`` under ``base``; safe to call concurrently."""
     base = Path(base or DEFAULT_DIR)
-    base.mkdir(parents=True, exist_ok=True)
-    with open(base / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        stamp = _read_stamp(base)
-        original, served = base / "original", base / "served"
-        if (not force and stamp and stamp.get("recipe") == RECIPE_VERSION
-                and (original / "saved_model.pb").is_file()
-                and (served / "saved_model.pb").is_file()):
-            return SegmentationDemo(original, served, stamp["seconds"], cached=True)
-        start = time.monotonic()
-        (base / "stamp.json").unlink(missing_ok=True)
-        for path in (original, served):
-            shutil.rmtree(path, ignore_errors=True)
+
+    def build(original: Path, served: Path) -> dict:
         progress("building the float shapes model (deterministic graph, no training)")
         save_float_model(original)
         progress("adding int8 input pixels and uint8 masks")
         save_served_model(original, served)
-        seconds = time.monotonic() - start
-        (base / "stamp.json").write_text(json.dumps(
-            {"recipe": RECIPE_VERSION, "seconds": round(seconds, 1)}, indent=2) + "\n")
-        return SegmentationDemo(original, served, seconds, cached=False)
+        return {}
 
-
-def _read_stamp(base: Path) -> dict | None:
-    try:
-        return json.loads((base / "stamp.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    stamp, cached = cached_build(base, RECIPE_VERSION, build, force=force)
+    return SegmentationDemo(base / "original", base / "served", stamp["seconds"], cached)

@@ -61,14 +61,19 @@ def test_memory_rows_compare_with_the_model_alone_when_measured():
     assert (thin.value, thin.baseline, thin.ratio, thin.baseline_label) == (40.0, None, None, "")
 
 
-def test_breakdown_rows_cumulative_layers_and_what_http_adds():
-    p50 = {"direct": [29.0, 30.0], "graph": [29.5, 30.5], "backend": [29.6, 30.6],
-           "app": [30.5, 31.5], "preprocess": [1.0, 1.1]}
+def test_breakdown_rows_give_each_layers_own_cost_per_round():
+    p50 = {"direct": [29.0, 30.0, 20.0], "graph": [29.5, 30.7, 20.4],
+           "backend": [29.4, 30.9, 20.5], "app": [30.4, 31.4, 21.5],
+           "preprocess": [1.0, 1.1, 0.9]}
     rows = breakdown_rows("MobileNetV2", p50)
-    assert [r.value for r in rows] == pytest.approx([30.0, 30.1, 31.0, 1.05])
-    assert all(r.baseline == pytest.approx(29.5) for r in rows)
-    assert rows[2].label == "MobileNetV2: where the time goes: + App.handle (no HTTP)"
-    assert all(r.goal is None for r in rows)
+    assert [r.label.split(": ")[-1] for r in rows] == [
+        "in-graph decode, resize, normalise", "InProcessBackend (numpy to tensor and back)",
+        "App.handle (parse, EXIF check, top-5, JSON, logs)",
+        "the preprocessing graph called alone"]
+    assert [r.value for r in rows] == pytest.approx([0.5, 0.1, 1.0, 1.0])
+    assert all(r.baseline == 29.0 and r.unit == "ms" and r.goal is None for r in rows)
+    assert rows[0].ratio == pytest.approx(0.5 / 29.0)
+    assert rows[1].detail["cost_ms"] == pytest.approx([-0.1, 0.2, 0.1])
 
 
 def test_floor_row_is_the_share_of_the_function_latency():
