@@ -16,6 +16,7 @@ measuring is being the client.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import shutil
 import sys
@@ -82,12 +83,13 @@ def mobilenet_model(base: Path = MOBILENET_DIR, force: bool = False) -> BenchMod
     original, served = base / "original", base / "served"
     with open(base / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        stamp = _read_stamp(base)
-        fresh = (not force and stamp is not None and stamp.get("recipe") == MOBILENET_RECIPE
-                 and (original / "saved_model.pb").is_file()
-                 and (served / "saved_model.pb").is_file())
-        if not fresh:
+        stamp = _read_stamp(base) or {}
+        wrap_code = wrap_fingerprint()
+        if (force or stamp.get("recipe") != MOBILENET_RECIPE
+                or not (original / "saved_model.pb").is_file()):
             _build_mobilenet(base, original, served)
+        elif stamp.get("wrap") != wrap_code or not (served / "saved_model.pb").is_file():
+            _wrap_mobilenet(base, original, served)  # the wrapping code changed: re-wrap
     size = MOBILENET_SIZE
     return BenchModel(name="mobilenet_v2", original=str(original), served=str(served),
                       input_name=MOBILENET_INPUT, input_shape=(1, size, size, 3),
@@ -98,9 +100,6 @@ def _build_mobilenet(base: Path, original: Path, served: Path) -> None:
     started = time.monotonic()
     import keras
     import tensorflow as tf
-
-    from modelmeta import Normalization
-    from modelprep.wrap import WrapOptions, wrap
 
     (base / "stamp.json").unlink(missing_ok=True)
     shutil.rmtree(original, ignore_errors=True)
@@ -123,12 +122,38 @@ def _build_mobilenet(base: Path, original: Path, served: Path) -> None:
 
     module = Serving(net)
     tf.saved_model.save(module, str(original), signatures={"serving_default": module.serve})
+    _wrap_mobilenet(base, original, served, started)
+
+
+def _wrap_mobilenet(base: Path, original: Path, served: Path,
+                    started: float | None = None) -> None:
+    started = time.monotonic() if started is None else started
+    from modelmeta import Normalization
+    from modelprep.wrap import WrapOptions, wrap
+
+    (base / "stamp.json").unlink(missing_ok=True)
     # MobileNetV2 was trained on pixels scaled to [-1, 1]: `symmetric` normalisation.
     wrap(original, served, WrapOptions(
         name="mobilenet_v2", normalization=Normalization("symmetric"), resize="stretch",
         output_roles={MOBILENET_OUTPUT: "probabilities"}, overwrite=True))
-    stamp = {"recipe": MOBILENET_RECIPE, "seconds": round(time.monotonic() - started, 1)}
+    stamp = {"recipe": MOBILENET_RECIPE, "wrap": wrap_fingerprint(),
+             "seconds": round(time.monotonic() - started, 1)}
     (base / "stamp.json").write_text(json.dumps(stamp, indent=2) + "\n")
+
+
+WRAP_CODE = ("modelmeta.py", "modelprep/wrap.py", "modelprep/preprocess.py",
+             "modelprep/sources.py")
+"""The code that makes the wrapped model: when it changes, the bench re-wraps, so it
+always measures the wrapping the project has now."""
+
+
+def wrap_fingerprint(root: Path = ROOT) -> str:
+    digest = hashlib.sha256()
+    for name in WRAP_CODE:
+        path = root / name
+        digest.update(name.encode() + b"\0")
+        digest.update(path.read_bytes() if path.is_file() else b"(missing)")
+    return digest.hexdigest()
 
 
 def _calibrate_batch_norm(keras, net) -> None:

@@ -29,9 +29,13 @@ def test_template_passes_the_project_checks(capsys):
     assert capsys.readouterr().out == f"{TEMPLATE}: fine\n"
 
 
-def problems_after(tmp_path, old: str, new: str, count: int = 1) -> list[str]:
+ZIP_FUNCTIONS = ("AdapterFunction", "LiteRTFunction")
+
+
+def problems_after(tmp_path, old: str, new: str) -> list[str]:
+    """The problems found once every ``old`` in the template is ``new``."""
     text = TEMPLATE.read_text()
-    assert text.count(old) == count, old
+    assert old in text, old
     changed = tmp_path / "template.yaml"
     changed.write_text(text.replace(old, new))
     return [str(p) for p in check(changed, today=TODAY, base=ROOT)]
@@ -45,17 +49,19 @@ def problems_after(tmp_path, old: str, new: str, count: int = 1) -> list[str]:
     ("        Size: 1024", "        Size: 20000",
      ["PredictFunction: EphemeralStorage.Size must be 512..10240 MB, got {'Size': 20000}"]),
     ("Runtime: python3.12", "Runtime: python3.99",
-     ["AdapterFunction: Runtime 'python3.99' is not a Lambda runtime (Python ones: "
-      "python3.9, python3.10, python3.11, python3.12, python3.13, python3.14)"]),
+     [f"{fn}: Runtime 'python3.99' is not a Lambda runtime (Python ones: "
+      "python3.9, python3.10, python3.11, python3.12, python3.13, python3.14)"
+      for fn in ZIP_FUNCTIONS]),
     ("Runtime: python3.12", "Runtime: python3.10",
-     ["AdapterFunction: Runtime python3.10 is deprecated since 2026-10-31"]),
+     [f"{fn}: Runtime python3.10 is deprecated since 2026-10-31" for fn in ZIP_FUNCTIONS]),
     ("Runtime: python3.12", "Runtime: python3.13",
-     ["AdapterFunction: Runtime python3.13 is outside the project's requires-python "
-      ">=3.10,<3.13"]),
+     [f"{fn}: Runtime python3.13 is outside the project's requires-python >=3.10,<3.13"
+      for fn in ZIP_FUNCTIONS]),
     ("Runtime: python3.12", "Runtime: nodejs22.x",
-     ["AdapterFunction: Runtime nodejs22.x is not Python; the handler is"]),
+     [f"{fn}: Runtime nodejs22.x is not Python; the handler is" for fn in ZIP_FUNCTIONS]),
     ("Handler: functions.aws.lambda_handler", "Handler: functions.aws.handler",
-     ["AdapterFunction: handler 'functions.aws.handler': aws.py defines no handler()"]),
+     [f"{fn}: handler 'functions.aws.handler': aws.py defines no handler()"
+      for fn in ZIP_FUNCTIONS]),
     ("BACKEND: tfserving-rest", "BACKEND: tfserving",
      ["AdapterFunction: BACKEND 'tfserving' is not one of inprocess, tfserving-rest, "
       "tfserving-grpc, litert"]),
@@ -77,6 +83,7 @@ def test_timeouts_beyond_lambda_and_the_api(tmp_path):
         "PredictFunction: Timeout is 901 s but its HttpApi event Health stops waiting after "
         "30 s; clients would get a 503 instead of the answer",
         "AdapterFunction: Timeout must be 1..900 s, got 901",
+        "LiteRTFunction: Timeout must be 1..900 s, got 901",
     ]
 
 
@@ -106,6 +113,8 @@ def test_pins_that_drift_from_the_lock(tmp_path, monkeypatch):
         "PredictFunction: deploy/lambda-image/requirements.txt pins numpy==2.4.6, "
         "requirements.lock has 0.0.1",
         "AdapterFunction: deploy/lambda-adapter/requirements.txt pins numpy==2.4.6, "
+        "requirements.lock has 0.0.1",
+        "LiteRTFunction: deploy/lambda-litert/requirements.txt pins numpy==2.4.6, "
         "requirements.lock has 0.0.1",
     ]
 
