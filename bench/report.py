@@ -146,16 +146,16 @@ def format_value(value: float | None, unit: str) -> str:
 
 
 def format_ratio(ratio: float | None) -> str:
-    """``1.25x``, ``1.034x`` near 1, ``270x``; below 0.1 as a fraction, ``1/243``,
-    which is how byte savings read."""
+    """``1.25x``; ``1.153x`` between 0.8 and 1.2, where the goals are; ``270x``; below
+    0.1 as a fraction, ``1/243``, which is how byte savings read."""
     if ratio is None:
         return "—"
     if 0 < ratio < 0.1:
         return f"1/{1 / ratio:,.0f}"
     if ratio >= 10:
         return f"{ratio:,.0f}x"
-    if abs(ratio - 1) < 0.05:
-        return f"{ratio:.3f}x"  # near a goal such as 1.01x or 1.05x, a third digit matters
+    if abs(ratio - 1) < 0.2:
+        return f"{ratio:.3f}x"  # goals such as 1.01x, 1.15x, 0.9x need the third digit
     return f"{ratio:.2f}x"
 
 

@@ -36,6 +36,16 @@ class Recorder(BaseHTTPRequestHandler):
         self.wfile.write(answer)
         self.wfile.flush()
 
+    def do_GET(self):  # noqa: N802 - the http.server API
+        with self.lock:
+            type(self).bodies.append(f"GET {self.path}".encode())
+        answer = b'{"status": "ready"}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+        self.wfile.flush()
+
     def log_message(self, *args):
         pass
 
@@ -76,6 +86,15 @@ def test_sampler_sends_the_request_and_checks_the_answer(server):
         sample.close()
     assert Recorder.bodies == [REQUEST.body] * 2
     assert seen == [{"predictions": [{"class_id": 3}]}] * 2
+
+
+def test_a_get_request_sends_no_body(server):
+    sample = client.Sampler(server, Request("/healthz", b"", {}, method="GET"))
+    try:
+        sample()
+    finally:
+        sample.close()
+    assert Recorder.bodies == [b"GET /healthz"]
 
 
 def test_a_non_200_stops_the_measurement_with_the_servers_words(server):

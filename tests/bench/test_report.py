@@ -63,7 +63,7 @@ def test_format_value(value, unit, text):
 
 @pytest.mark.parametrize(("ratio", "text"), [
     (1 / 203.4, "1/203"), (0.5, "0.50x"), (0.96, "0.960x"), (1.0086, "1.009x"),
-    (1.21, "1.21x"), (270.2, "270x"), (None, "—"),
+    (1.1526, "1.153x"), (0.8999, "0.900x"), (1.21, "1.21x"), (270.2, "270x"), (None, "—"),
 ])
 def test_format_ratio(ratio, text):
     assert format_ratio(ratio) == text
@@ -90,7 +90,7 @@ def test_markdown_table_orders_by_item_and_keeps_run_order_within_one():
         "|---|---|---|---|---|---|---|---|\n"
         "| 1 | bytes b | 100 B | float: 200 B | 0.50x | — | — |  |\n"
         "| 1 | bytes a | 1 B | — | — | — | — |  |\n"
-        "| 3 | cold start | 6.50 s | bare script: 6.00 s | 1.08x | ≤ 1.15x | yes | a \\| b |\n"
+        "| 3 | cold start | 6.50 s | bare script: 6.00 s | 1.083x | ≤ 1.15x | yes | a \\| b |\n"
         "| 5 | masks | pending | — | — | — | — | not built yet |\n")
 
 
