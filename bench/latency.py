@@ -32,7 +32,7 @@ from bench.stats import Latency, Paired, median
 
 MODELS = ("mobilenet_v2", "digits")
 GOALS = {"mobilenet_v2": Goal("<=", 1.05)}
-"""The issue's goal is for MobileNetV2; digits shows what the adapter costs on a model
+"""The latency goal is for MobileNetV2; digits shows what the adapter costs on a model
 that takes well under a millisecond, where any HTTP round trip is a large ratio."""
 
 

@@ -12,7 +12,7 @@ the README runs it (functions-framework, demo digits model) three ways:
 Cold start is the time from spawning the process to the first 200 for a real
 PNG request (the worker loads the model as soon as it is forked, as it does
 in production; the request waits for it). Peak memory is the sum of the
-peaks (``VmHWM``) of the server's processes at that moment. Goal of issue 10:
+peaks (``VmHWM``) of the server's processes at that moment. Goal:
 the litert function under 1 s, and at least 3x faster than in-process TF.
 
 With ``--lambda``, the same comparison for a Lambda-style start, without a web

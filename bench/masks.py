@@ -1,6 +1,6 @@
-"""Item 5: instance masks on the wire, the way the issue asks them measured.
+"""Item 5: instance masks on the wire, measured as a mini-program would receive them.
 
-One scene, the case the issue names: 100 shapes on a 1024x1024 image, run through the
+One scene, the worst case a phone sees: 100 shapes on a 1024x1024 image, run through the
 segmentation demo (int8 pixels in, uint8 masks out) in this process, then:
 
 * **bytes**: the whole response the function sends in each ``mask_format`` against the

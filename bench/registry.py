@@ -3,7 +3,7 @@
 A group is a function ``run(ctx: bench.context.Context) -> list[bench.report.Row]``
 named here as ``"module:function"`` and imported only when it runs. To add
 rows, write the module and add one `Group` line; the table orders rows by the
-issue's item number, whatever order they ran in.
+bench's item number, whatever order they ran in.
 
 Order matters: cold starts run first, while nothing else of ours is running;
 memory runs last, to read the peaks of every process the others kept.
@@ -22,7 +22,7 @@ from bench.report import Row
 @dataclass(frozen=True)
 class Group:
     number: int
-    """The issue's item: 1 bytes, 2 latency, 3 cold start, 4 throughput, 5 masks,
+    """The bench item: 1 bytes, 2 latency, 3 cold start, 4 throughput, 5 masks,
     6 memory, 7 peer (whose rows the latency and throughput groups produce)."""
     title: str
     target: str

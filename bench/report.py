@@ -1,7 +1,7 @@
 """Rows of the bench table, their goals, and the markdown and JSON they become.
 
 A `Row` is one line of the table: a figure, the baseline it is compared with
-(measured in the same run), their ratio and, where the issue sets one, a goal.
+(measured in the same run), their ratio and, where the project sets one, a goal.
 Rows that could not be measured stay in the table with a status and the reason,
 so a reader sees what is missing instead of a shorter table.
 """
@@ -25,7 +25,7 @@ class ReportError(ValueError):
 
 @dataclass(frozen=True)
 class Goal:
-    """``ratio <= 1.05`` or ``value < 1``: what the issue asks of a row."""
+    """``ratio <= 1.05`` or ``value < 1``: what the goal asks of a row."""
 
     op: str
     limit: float
@@ -59,7 +59,7 @@ class Goal:
 @dataclass(frozen=True)
 class Row:
     group: int
-    """The issue's item number (1 bytes ... 7 peer); the table is ordered by it."""
+    """The bench item number (1 bytes ... 7 peer); the table is ordered by it."""
     label: str
     value: float | None = None
     unit: str = ""

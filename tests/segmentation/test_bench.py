@@ -1,4 +1,4 @@
-"""bench/masks.py on the real demo: its rows exist, and say what the issue asks."""
+"""bench/masks.py on the real demo: its rows exist, with their goals."""
 
 from __future__ import annotations
 
