@@ -30,14 +30,18 @@ def test_parse_stat_ppid_survives_odd_command_names():
 
 
 def test_process_tree_and_peak_memory_of_a_live_child():
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
-                             stdin=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; print('ready', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
+        assert child.stdout.readline() == b"ready\n"  # measure a child that has started
         tree = procs.process_tree(os.getpid())
         assert tree[0] == os.getpid() and child.pid in tree
-        own, both = procs.peak_rss(os.getpid()), procs.tree_peak_rss(os.getpid())
+        # Peaks only grow, so reading the parts before the whole keeps the sum honest.
+        own, theirs = procs.peak_rss(os.getpid()), procs.peak_rss(child.pid)
+        both = procs.tree_peak_rss(os.getpid())
         assert own is not None and own > 1024 * 1024
-        assert both >= own + procs.peak_rss(child.pid)
+        assert both >= own + theirs
     finally:
         child.stdin.close()
         child.wait(timeout=30)
