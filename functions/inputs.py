@@ -30,10 +30,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from functions.affine import quantize
 from functions.decode import ImageInput
 from functions.errors import InvalidImage, ServiceError
 from functions.masks import Geometry
-from modelmeta import QUANT_DTYPES, ImageSpec, InputSpec, ModelMetadata, Quantization
+from modelmeta import ImageSpec, InputSpec, ModelMetadata
 
 IMAGE_META = "input_image_meta"
 ANCHORS = "input_anchors"
@@ -85,13 +86,6 @@ def image_geometry(image: ImageInput, spec: ImageSpec) -> Geometry:
         window = (float(top), float(left), float(top + new_h), float(left + new_w))
     return Geometry(height=height, width=width, molded_height=spec.height,
                     molded_width=spec.width, window=window)
-
-
-def quantize(values: np.ndarray, quantization: Quantization) -> np.ndarray:
-    """Real values to the quantized dtype: round half to even, clip, cast."""
-    lo, hi = QUANT_DTYPES[quantization.dtype]
-    q = np.rint(values.astype(np.float64) / quantization.scale) + quantization.zero_point
-    return np.clip(q, lo, hi).astype(quantization.dtype)
 
 
 def image_meta(geometries: Sequence[Geometry], channels: int, classes: int) -> np.ndarray:

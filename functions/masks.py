@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from functions import affine
 from functions.errors import BadGateway, PayloadTooLarge
 from modelmeta import QUANT_DTYPES, Quantization
 
@@ -162,8 +163,7 @@ def dequantize(value: Any, quantization: Quantization | None, *,
             raise BadGateway(f"output {name!r} has {array.size} values, not the "
                              f"{int(np.prod(shape))} of shape {list(shape)}")
         array = array.reshape(shape)
-    real = array.astype(np.float32) - np.float32(quantization.zero_point)
-    return real * np.float32(quantization.scale)
+    return affine.dequantize(array, quantization)
 
 
 # --- unmold -------------------------------------------------------------------------------

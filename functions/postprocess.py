@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from functions import masks
+from functions import affine, masks
 from functions.masks import DEFAULT_MASK_FORMAT, Geometry
 from modelmeta import ModelMetadata, OutputSpec
 
@@ -76,10 +76,7 @@ def _segmentation_outputs(metadata: ModelMetadata) -> tuple[OutputSpec, OutputSp
 
 def dequantize(spec: OutputSpec, value: np.ndarray) -> np.ndarray:
     """Quantized integers back to float32 with the recorded scale and zero point."""
-    q = spec.quantization
-    if q is None:
-        return value
-    return (value.astype(np.float32) - np.float32(q.zero_point)) * np.float32(q.scale)
+    return affine.dequantize(value, spec.quantization)
 
 
 def classify(value: np.ndarray, spec: OutputSpec, labels: tuple[str, ...] | None,

@@ -33,7 +33,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from modelmeta import QUANT_DTYPES, ImageSpec, InputSpec, ModelMetadata, Normalization, Quantization
+# The numpy side of the conventions is the function's own: verify checks exactly it.
+from functions.affine import dequantize, quantize
+from functions.preprocess import normalize
+from modelmeta import QUANT_DTYPES, ImageSpec, InputSpec, ModelMetadata
 from modelprep.errors import ModelprepError, SpecMismatch
 
 SAMPLE_KINDS = ("auto", "digits", "synthetic")
@@ -234,33 +237,6 @@ def tf_error_text(exc: BaseException) -> str:
     text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip()
     return text[:300] or type(exc).__name__
 
-
-def normalize(pixels: np.ndarray, norm: Normalization) -> np.ndarray:
-    """0..255 pixels to model values, in float32 exactly as `modelprep.preprocess.normalize`."""
-    pixels = np.asarray(pixels, dtype=np.float32)
-    if norm.invert:
-        pixels = np.float32(255.0) - pixels
-    if norm.mode == "unit":
-        return pixels / np.float32(255.0)
-    if norm.mode == "symmetric":
-        return pixels / np.float32(127.5) - np.float32(1.0)
-    if norm.mode == "meanstd":
-        mean = np.asarray(norm.mean, dtype=np.float32)
-        std = np.asarray(norm.std, dtype=np.float32)
-        return (pixels - mean) / std
-    return pixels
-
-
-def quantize(values: np.ndarray, q: Quantization) -> np.ndarray:
-    """Real values to integers of `q`, rounded and clipped (never wrapped)."""
-    lo, hi = QUANT_DTYPES[q.dtype]
-    scaled = np.rint(np.asarray(values, np.float64) / q.scale) + q.zero_point
-    return np.clip(scaled, lo, hi).astype(q.dtype)
-
-
-def dequantize(values: np.ndarray, q: Quantization) -> np.ndarray:
-    """Integers of `q` back to real values, in float32 as a graph computes them."""
-    return (np.asarray(values).astype(np.float32) - np.float32(q.zero_point)) * np.float32(q.scale)
 
 
 @dataclass(frozen=True)

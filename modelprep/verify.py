@@ -30,13 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from functions.affine import dequantize
 from modelmeta import MetadataError, ModelMetadata, OutputSpec, Quantization
 from modelprep.errors import ModelprepError, SourceError, SpecMismatch, VerificationFailed
 from modelprep.samples import (
     SAMPLE_KINDS,
     build_feed,
     collect_images,
-    dequantize,
     tf_error_text,
     to_dtype,
 )

@@ -26,11 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from functions import preprocess
+from functions import affine, preprocess
 from functions.errors import ModelNotReady, ServiceError
 from modelmeta import (
     LITERT_DIR,
-    QUANT_DTYPES,
     InputSpec,
     MetadataError,
     ModelMetadata,
@@ -127,7 +126,7 @@ class LiteRTModel:
                 self._interpreter.invoke()
                 for name, index in self._output_index.items():
                     rows[name].append(self._interpreter.get_tensor(index))
-        return {spec.name: dequantize(np.concatenate(rows[spec.name]), spec.quantization)
+        return {spec.name: affine.dequantize(np.concatenate(rows[spec.name]), spec.quantization)
                 for spec in self.metadata.outputs}
 
     def predict_images(self, encoded: list[bytes]) -> dict[str, np.ndarray]:
@@ -181,18 +180,7 @@ def quantize(values: np.ndarray, quantization: Quantization | None, dtype: str) 
             info = np.iinfo(dtype)
             return np.clip(np.rint(values), info.min, info.max).astype(dtype)
         return np.asarray(values, dtype=dtype)
-    lo, hi = QUANT_DTYPES[quantization.dtype]
-    scaled = np.rint(np.asarray(values, np.float64) / quantization.scale)
-    scaled += quantization.zero_point
-    return np.clip(scaled, lo, hi).astype(quantization.dtype)
-
-
-def dequantize(values: np.ndarray, quantization: Quantization | None) -> np.ndarray:
-    """Quantized outputs to float32 (``scale * (q - zero_point)``), as postprocess would."""
-    if quantization is None:
-        return values
-    zero_point, scale = np.float32(quantization.zero_point), np.float32(quantization.scale)
-    return (values.astype(np.float32) - zero_point) * scale
+    return affine.quantize(values, quantization)
 
 
 def _check_tensor(model_path: str | Path, spec: InputSpec | OutputSpec,

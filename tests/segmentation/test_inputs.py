@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from functions import preprocess
+from functions.affine import quantize
 from functions.decode import ImageInput
 from functions.errors import InvalidImage, ServiceError
 from functions.inputs import (
@@ -17,7 +18,6 @@ from functions.inputs import (
     image_meta,
     model_inputs,
     pyramid_anchors,
-    quantize,
 )
 from modelmeta import ImageSpec, InputSpec, ModelMetadata, Normalization, OutputSpec, Quantization
 from modelprep import segmentation

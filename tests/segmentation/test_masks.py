@@ -17,8 +17,8 @@ from PIL import Image
 from scipy import ndimage
 
 from functions import masks as M
+from functions.affine import quantize
 from functions.errors import BadGateway, PayloadTooLarge
-from functions.inputs import quantize
 from modelmeta import Quantization
 
 U8 = Quantization("uint8", 1 / 255, 0)
