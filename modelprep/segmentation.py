@@ -55,7 +55,6 @@ from pathlib import Path
 import numpy as np
 
 from modelmeta import (
-    QUANT_DTYPES,
     ImageSpec,
     InputSpec,
     ModelMetadata,
@@ -65,7 +64,7 @@ from modelmeta import (
 )
 from modelprep.buildcache import cached_build
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 """Bump when the graph, its constants or the served layers change."""
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "build" / "models" / "segmentation"
@@ -420,21 +419,6 @@ def _roi_masks(prob, labels, boxes, label_ids):
     return tf.nn.avg_pool2d(own, SAMPLES, SAMPLES, "VALID")[..., 0]
 
 
-def quantize(x, quantization: Quantization):
-    """Float to the quantized dtype: round, clip to the dtype's range, then cast."""
-    import tensorflow as tf
-
-    lo, hi = QUANT_DTYPES[quantization.dtype]
-    q = tf.round(x / quantization.scale) + quantization.zero_point
-    return tf.cast(tf.clip_by_value(q, lo, hi), quantization.dtype)
-
-
-def dequantize(q, quantization: Quantization):
-    import tensorflow as tf
-
-    return (tf.cast(q, tf.float32) - quantization.zero_point) * quantization.scale
-
-
 def _float_specs(image_dtype):
     import tensorflow as tf
 
@@ -460,6 +444,9 @@ def save_float_model(out: Path) -> None:
 def save_served_model(original: Path, out: Path) -> ModelMetadata:
     """Wrap the float model with quantized input pixels and quantized masks, plus metadata."""
     import tensorflow as tf
+
+    from modelprep.postprocess import quantize
+    from modelprep.preprocess import dequantize
 
     class Served(tf.Module):
         def __init__(self, source) -> None:
