@@ -106,6 +106,16 @@ class Context:
                 self.work_dir / "logs" / f"bare-{model}.log")
         return self._workers[model]
 
+    def peer_for(self, model: str) -> tuple[ServerProcess | None, str]:
+        """The peer serving ``model`` and no reason, or no peer and why (only MobileNetV2
+        has one)."""
+        if model != "mobilenet_v2":
+            return None, ""
+        try:
+            return self.peer_server(), ""
+        except peer.PeerUnavailable as exc:
+            return None, str(exc)
+
     def peer_server(self) -> ServerProcess:
         """BentoML serving MobileNetV2; raises `peer.PeerUnavailable` with the reason."""
         if self._peer_error is not None:

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 
-from bench import client, peer
+from bench import client
 from bench.client import BenchError, Request
 from bench.context import MODEL_LABELS, Context
 from bench.report import Goal, Row
@@ -79,12 +79,7 @@ def _measure(ctx: Context, model: str) -> list[Row]:
     label = MODEL_LABELS[model]
     worker = ctx.bare_worker(model)
     server = ctx.function_server(model)
-    peer_server, peer_error = None, ""
-    if model == "mobilenet_v2":
-        try:
-            peer_server = ctx.peer_server()
-        except peer.PeerUnavailable as exc:
-            peer_error = str(exc)
+    peer_server, peer_error = ctx.peer_for(model)
     agree = _agreement(ctx, model, worker.ready, server.port,
                        peer_server.port if peer_server else None)
 

@@ -10,7 +10,7 @@ else's load on the machine lands on every side alike.
 
 from __future__ import annotations
 
-from bench import client, peer
+from bench import client
 from bench.context import MODEL_LABELS, Context
 from bench.report import Goal, Row
 from bench.stats import Paired, throughput
@@ -56,12 +56,7 @@ def _measure(ctx: Context, model: str) -> list[Row]:
     worker = ctx.bare_worker(model)
     server = ctx.function_server(model)
     request = ctx.function_request(model)
-    peer_server, peer_error = None, ""
-    if model == "mobilenet_v2":
-        try:
-            peer_server = ctx.peer_server()
-        except peer.PeerUnavailable as exc:
-            peer_error = str(exc)
+    peer_server, peer_error = ctx.peer_for(model)
 
     direct: dict[int, list[float]] = {level: [] for level in plan.concurrency}
     ours: dict[int, list[float]] = {level: [] for level in plan.concurrency}
