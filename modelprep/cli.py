@@ -258,7 +258,7 @@ def _inspect(args) -> int:
 
 
 def _wrap(args) -> int:
-    from modelprep.layers import (
+    from modelprep.options import (
         input_layers,
         keep_signatures,
         output_layers,
@@ -368,7 +368,7 @@ def _name_tolerance(value: str) -> tuple[str, float]:
 
 
 def _graph_tensors(value: str) -> dict[str, str]:
-    from modelprep.layers import LayerSyntaxError, parse_graph_tensors
+    from modelprep.options import LayerSyntaxError, parse_graph_tensors
 
     try:
         return parse_graph_tensors(value)

@@ -20,7 +20,7 @@ from typing import Any
 
 from modelmeta import ImageSpec, InputSpec, Normalization, OutputSpec, Quantization
 from modelprep.errors import SpecMismatch
-from modelprep.layers import InputLayer, OutputLayer, normalized_range
+from modelprep.options import InputLayer, OutputLayer, normalized_range
 
 WIRE_NAMES = {"image_bytes": "image_bytes", "image_base64": "image_b64"}
 """Names of encoded-image inputs in the wrapped model. TF Serving's REST API

@@ -216,7 +216,7 @@ def _wrap_options(table: dict[str, Any], convert: _Converter) -> WrapOptions:
     """`WrapOptions` from a [wrap] table: the flags in `WRAP_FLAGS` the way the command line
     reads them, text forms of fields (``labels = "labels.txt"``, ``keep_signatures =
     "a,b"``, ``graph_inputs = "images=input:0"``) likewise, everything else by type hint."""
-    from modelprep.layers import input_layers, keep_signatures, output_layers
+    from modelprep.options import input_layers, keep_signatures, output_layers
 
     where = convert.where
     values: dict[str, Any] = {}
@@ -289,7 +289,7 @@ def _assignments(value: Any, key: str, where: str,
 
 def _graph_tensors(value: str, key: str, where: str) -> dict[str, str]:
     """``"images=input:0,probs=softmax:0"`` as on the command line."""
-    from modelprep.layers import parse_graph_tensors
+    from modelprep.options import parse_graph_tensors
 
     return _cli_form(lambda: parse_graph_tensors(value, key), key, where)
 

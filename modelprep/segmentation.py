@@ -445,8 +445,8 @@ def save_served_model(original: Path, out: Path) -> ModelMetadata:
     """Wrap the float model with quantized input pixels and quantized masks, plus metadata."""
     import tensorflow as tf
 
-    from modelprep.postprocess import quantize
-    from modelprep.preprocess import dequantize
+    from modelprep.input_ops import dequantize
+    from modelprep.output_ops import quantize
 
     class Served(tf.Module):
         def __init__(self, source) -> None:

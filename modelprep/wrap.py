@@ -1,7 +1,7 @@
 """Wrap a model so that it takes what clients send and returns what they can afford.
 
 The wrapped SavedModel's ``serving_default`` feeds each input of the source
-signature through its input layer (see `modelprep.layers`):
+signature through its input layer (see `modelprep.options`):
 
 * ``image_bytes``/``image_base64``: a batch of encoded images (``tf.string
   [None]``, named ``image_bytes``/``image_b64``), decoded, resized and normalised
@@ -32,7 +32,7 @@ from typing import Any
 
 from modelmeta import ModelMetadata, Normalization
 from modelprep.errors import ModelprepError, SourceError, SpecMismatch
-from modelprep.layers import InputLayer, OutputLayer
+from modelprep.options import InputLayer, OutputLayer
 from modelprep.plan import (
     InputPlan,
     OutputPlan,
@@ -171,7 +171,7 @@ def _serve_function(source: Signature, inputs: list[InputPlan],
 def _input_layer(plan: InputPlan, value):
     import tensorflow as tf
 
-    from modelprep.preprocess import decode_base64_text, dequantize, image_batch, to_dtype
+    from modelprep.input_ops import decode_base64_text, dequantize, image_batch, to_dtype
 
     kind = plan.layer.kind
     if kind == "tensor":
@@ -189,7 +189,7 @@ def _input_layer(plan: InputPlan, value):
 
 
 def _output_layer(plan: OutputPlan, value):
-    from modelprep.postprocess import encode_png_batch, quantize
+    from modelprep.output_ops import encode_png_batch, quantize
 
     kind = plan.layer.kind
     if kind == "float":

@@ -23,7 +23,7 @@ from modelmeta import (
     OutputSpec,
     Quantization,
 )
-from modelprep.preprocess import image_batch
+from modelprep.input_ops import image_batch
 
 SIZE = 8
 MASK_QUANT = Quantization.for_range("uint8", 0.0, 1.0)

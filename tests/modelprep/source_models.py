@@ -166,7 +166,7 @@ def png(pixels: np.ndarray) -> bytes:
 
 def _wrap_configs() -> dict:
     from modelmeta import Normalization
-    from modelprep.layers import InputLayer, OutputLayer, parse_graph_tensors
+    from modelprep.options import InputLayer, OutputLayer, parse_graph_tensors
     from modelprep.wrap import WrapOptions
 
     minus_mean = Normalization("meanstd", mean=MEAN, std=(1.0, 1.0, 1.0))

@@ -17,7 +17,7 @@ import pytest
 from modelmeta import Normalization, Quantization
 from modelprep.errors import VerificationFailed
 from modelprep.export import ExportOptions
-from modelprep.layers import InputLayer, OutputLayer, QuantizeSpec
+from modelprep.options import InputLayer, OutputLayer, QuantizeSpec
 from modelprep.recipe import (
     RecipeError,
     load_recipe,

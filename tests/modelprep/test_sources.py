@@ -370,7 +370,7 @@ def test_tf2_signatures_are_kept_with_their_variables(tf, tmp_path):
 
 
 def _tensor():
-    from modelprep.layers import InputLayer
+    from modelprep.options import InputLayer
 
     return InputLayer("tensor")
 

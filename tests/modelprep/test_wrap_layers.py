@@ -15,7 +15,7 @@ from PIL import Image
 
 from modelmeta import ModelMetadata, Normalization, Quantization
 from modelprep.errors import SpecMismatch
-from modelprep.layers import InputLayer, OutputLayer
+from modelprep.options import InputLayer, OutputLayer
 from modelprep.wrap import WrapOptions, wrap
 from tests.conftest import ROOT
 from tests.modelprep import source_models as models

@@ -13,7 +13,7 @@ from PIL import Image
 
 from modelmeta import Normalization, Quantization
 from modelprep.errors import ModelprepError
-from modelprep.layers import (
+from modelprep.options import (
     InputLayer,
     LayerSyntaxError,
     OutputLayer,
@@ -173,7 +173,7 @@ def test_quantize_specs_resolve():
 
 
 def test_the_layers_module_does_not_import_tensorflow():
-    code = "import sys, modelprep.layers, modelprep.plan; print('tensorflow' in sys.modules)"
+    code = "import sys, modelprep.options, modelprep.plan; print('tensorflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT, check=True)
     assert result.stdout.strip() == "False"
@@ -191,8 +191,8 @@ def tf():
 
 def test_masks_are_clipped_never_wrapped(tf):
     """The Mask R-CNN service sent ``cast(mask * 255, int8)``; quantizing does it right."""
-    from modelprep.postprocess import quantize
-    from modelprep.preprocess import dequantize
+    from modelprep.input_ops import dequantize
+    from modelprep.output_ops import quantize
 
     masks = tf.constant([0.6, 1.0, 0.0, 0.25, 1.7, -0.2, float("nan")])
     naive = tf.cast(masks[:2] * 255, tf.int8).numpy()
@@ -210,7 +210,7 @@ def test_masks_are_clipped_never_wrapped(tf):
 
 
 def test_to_dtype_rounds_and_clips_for_integer_inputs(tf):
-    from modelprep.preprocess import to_dtype
+    from modelprep.input_ops import to_dtype
 
     values = tf.constant([-3.0, 0.4, 0.6, 254.9, 256.0, 1000.0])
     assert to_dtype(values, tf.uint8).numpy().tolist() == [0, 0, 1, 255, 255, 255]
@@ -219,7 +219,7 @@ def test_to_dtype_rounds_and_clips_for_integer_inputs(tf):
 
 
 def test_png_batches(tf):
-    from modelprep.postprocess import encode_png_batch
+    from modelprep.output_ops import encode_png_batch
 
     rng = np.random.default_rng(0)
     for shape in ((3, 5, 7, 3), (2, 4, 6, 1), (2, 4, 6), (1, 3, 3, 4)):
@@ -250,7 +250,7 @@ def _variants(data: bytes) -> dict[str, str]:
 
 @pytest.mark.parametrize("length", [0, 1, 2, 3, 300, 301, 302])
 def test_base64_text_in_every_variant_clients_send(tf, length):
-    from modelprep.preprocess import decode_base64_text
+    from modelprep.input_ops import decode_base64_text
 
     data = bytes(range(251, 256)) + bytes((i * 37) % 256 for i in range(length))
     variants = _variants(data)
@@ -267,7 +267,7 @@ def test_base64_text_in_every_variant_clients_send(tf, length):
 
 @pytest.mark.parametrize("text", ["abcde", "ab$d", "a", "data:image/png;base64,a"])
 def test_malformed_base64_text_fails_in_the_graph(tf, text):
-    from modelprep.preprocess import decode_base64_text
+    from modelprep.input_ops import decode_base64_text
 
     with pytest.raises(tf.errors.InvalidArgumentError):
         decode_base64_text(tf.constant([text]))
