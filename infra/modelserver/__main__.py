@@ -20,7 +20,7 @@ IGNORED_FLAGS = ("enable_batching", "batching_parameters_file",
                  "file_system_poll_wait_seconds", "tensorflow_session_parallelism",
                  "tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism",
                  "rest_api_num_threads", "num_load_threads", "num_unload_threads",
-                 "allow_version_labels_for_unavailable_models", "platform_config_file",
+                 "platform_config_file",
                  "xla_cpu_compilation_enabled", "enable_grpc_healthcheck_service")
 
 
@@ -53,6 +53,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--enable_model_warmup", type=_bool, default=True)
     p.add_argument("--enable_serialization_as_tensor_content", type=_bool, default=False)
     p.add_argument("--monitoring_config_file", type=Path)
+    p.add_argument("--allow_version_labels_for_unavailable_models", type=_bool, nargs="?",
+                   const=True, default=False,
+                   help="accept version_labels in models.config for versions not loaded yet. "
+                        "TF Serving assigns labels before it loads anything, so a config "
+                        "with labels needs this flag at start (as it does here). Default false.")
     for flag in IGNORED_FLAGS:
         p.add_argument(f"--{flag}", help=argparse.SUPPRESS)
     return p
@@ -85,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         enable_model_warmup=args.enable_model_warmup,
         enable_serialization_as_tensor_content=args.enable_serialization_as_tensor_content,
         monitoring_config_file=args.monitoring_config_file,
+        allow_version_labels_for_unavailable_models=(
+            args.allow_version_labels_for_unavailable_models),
     )
     try:
         server = ModelServer(options).start()

@@ -85,16 +85,45 @@ class Servable:
         self._session.close()
 
 
+def unavailable_label_message(model: str, version: int) -> str:
+    """TF Serving's words when a label names a version that is not available
+    (tensorflow_serving/model_servers/server_core.cc, a FAILED_PRECONDITION)."""
+    return (f"Request to assign label to version {version} of model {model}, which is not "
+            "currently available for inference")
+
+
 class ModelManager:
     """Every served version of every model, and the labels that point at them."""
 
-    def __init__(self, entries: list[ModelEntry]) -> None:
+    def __init__(self, entries: list[ModelEntry], *,
+                 allow_labels_for_unavailable: bool = False) -> None:
         self.entries = {entry.name: entry for entry in entries}
+        self.allow_labels_for_unavailable = allow_labels_for_unavailable
         self.servables: dict[str, dict[int, Servable]] = {}
         self.labels: dict[str, dict[str, int]] = {}
 
+    def assign_labels(self) -> None:
+        """The config's version labels, checked as TF Serving's ServerCore checks them
+        (UpdateModelVersionLabelMap): a label may name a version that is not available
+        only with ``--allow_version_labels_for_unavailable_models``. TF Serving does this
+        before loading the config's models, so at start no version is available yet and
+        any label at all needs the flag; `load_all` keeps that order."""
+        labels: dict[str, dict[str, int]] = {}
+        for entry in self.entries.values():
+            available = self.servables.get(entry.name, {})
+            for label, version in entry.labels.items():
+                if version not in available and not self.allow_labels_for_unavailable:
+                    raise RepositoryError(
+                        f"{unavailable_label_message(entry.name, version)} (labels are "
+                        "assigned before any version loads: start the server with "
+                        "--allow_version_labels_for_unavailable_models, as TF Serving needs)")
+                labels.setdefault(entry.name, {})[label] = version
+        self.labels = labels
+
     def load_all(self, warm_up=None) -> None:
-        """Load what every policy asks for; fail on the first version that will not load."""
+        """Assign the labels, then load what every policy asks for; fail on the first
+        version that will not load."""
+        self.assign_labels()
         for entry in self.entries.values():
             versions = {}
             for version in versions_to_serve(entry):
@@ -110,13 +139,12 @@ class ModelManager:
                 if warm_up is not None:
                     warm_up(servable)
                 versions[version] = servable
-            for version in entry.labels.values():
-                if version not in versions:
-                    raise RepositoryError(
-                        f"Request to assign label to version {version} of model "
-                        f"{entry.name}, which is not currently available for inference")
             self.servables[entry.name] = versions
-            self.labels[entry.name] = dict(entry.labels)
+            for label, version in sorted(entry.labels.items()):
+                if version not in versions:
+                    log.warning("label %s of model %s names version %d, which is not served: "
+                                "requests for the label get NOT_FOUND", label, entry.name,
+                                version)
 
     def resolve(self, model_spec: Any) -> Servable:
         """The version a ModelSpec names; TF Serving's errors for the misses."""
@@ -131,13 +159,13 @@ class ModelManager:
                                    f"Unrecognized servable version label: {label}")
         elif choice == "version":
             version = model_spec.version.value
-            if version not in versions:
-                raise ServingError("NOT_FOUND", f"Servable not found for request: "
-                                                f"Specific({name}, {version})")
         else:
             if not versions:
                 raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({name})")
             version = max(versions)
+        if version not in versions:
+            raise ServingError("NOT_FOUND", f"Servable not found for request: "
+                                            f"Specific({name}, {version})")
         return versions[version]
 
     def versions(self, name: str) -> dict[int, Servable]:

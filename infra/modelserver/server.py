@@ -31,6 +31,9 @@ class ServerOptions:
     enable_model_warmup: bool = True
     enable_serialization_as_tensor_content: bool = False
     monitoring_config_file: Path | None = None
+    allow_version_labels_for_unavailable_models: bool = False
+    """TF Serving's flag of that name: without it, ``version_labels`` in the config the
+    server starts with are refused, since labels are assigned before any version loads."""
     models: tuple[ModelEntry, ...] = field(default_factory=tuple)
     """Models given directly (tests); added to those from the flags."""
 
@@ -51,7 +54,9 @@ class ModelServer:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
         self.metrics = Metrics()
-        self.core = ServerCore(ModelManager(options.model_entries()),
+        manager = ModelManager(options.model_entries(), allow_labels_for_unavailable=(
+            options.allow_version_labels_for_unavailable_models))
+        self.core = ServerCore(manager,
                                tensor_content=options.enable_serialization_as_tensor_content,
                                warmup=options.enable_model_warmup)
         self.grpc: GrpcServer | None = None

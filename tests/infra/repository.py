@@ -46,8 +46,11 @@ def make_repository(base: Path, digits_model: Path) -> Path:
 
 
 def start_local_model_server(base: Path, digits_model: Path, **options):
+    """The config has version labels, so the server starts as TF Serving must with them:
+    with ``--allow_version_labels_for_unavailable_models``."""
     from infra.modelserver.server import ModelServer, ServerOptions
 
     config = make_repository(base, digits_model)
+    options.setdefault("allow_version_labels_for_unavailable_models", True)
     return ModelServer(ServerOptions(port=0, rest_api_port=0, model_config_file=config,
                                      **options)).start()

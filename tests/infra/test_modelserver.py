@@ -276,11 +276,89 @@ def test_models_config_policies_and_labels(tmp_path):
                            "model_platform: 'tflite' } }")
 
 
-def test_label_on_a_version_not_served_fails_the_start(tmp_path):
+UNAVAILABLE = ("Request to assign label to version {version} of model {model}, which is not "
+               "currently available for inference (labels are assigned before any version "
+               "loads: start the server with --allow_version_labels_for_unavailable_models, "
+               "as TF Serving needs)")
+
+
+@pytest.mark.parametrize("version", [123, 7])
+def test_labels_at_start_are_refused_without_the_flag(version):
+    """As TF Serving: labels are assigned before loading, so even a label on the version
+    about to load (123) is on an unavailable one; nothing gets loaded."""
     server = ModelServer(ServerOptions(port=0, models=(
-        ModelEntry(name="hp2", base_path=HALF_PLUS_TWO, labels={"stable": 7}),)))
-    with pytest.raises(RepositoryError, match="assign label to version 7 of model hp2"):
+        ModelEntry(name="hp2", base_path=HALF_PLUS_TWO, labels={"stable": version}),)))
+    with pytest.raises(RepositoryError) as info:
         server.start()
+    assert str(info.value) == UNAVAILABLE.format(version=version, model="hp2")
+    assert server.core.manager.servables == {} and server.grpc is None
+
+
+def test_the_shipped_models_config_needs_the_flag(capsys):
+    """infra/tfserving/models.config labels versions 1 and 2: refused without the flag,
+    before the server looks for /models/digits (absent here)."""
+    from infra.modelserver.__main__ import main
+
+    config = ROOT / "infra" / "tfserving" / "models.config"
+    assert main(["--port=0", f"--model_config_file={config}"]) == 1
+    assert capsys.readouterr().err == \
+        f"error: {UNAVAILABLE.format(version=1, model='digits')}\n"
+    assert main(["--port=0", f"--model_config_file={config}",
+                 "--allow_version_labels_for_unavailable_models=true"]) == 1
+    assert capsys.readouterr().err == \
+        "error: model base path /models/digits is not a directory\n"
+
+
+def test_with_the_flag_labels_serve_and_a_label_on_a_missing_version_is_not_found(caplog):
+    caplog.set_level("WARNING", logger="infra.modelserver")
+    server = ModelServer(ServerOptions(
+        port=None, rest_api_port=0, allow_version_labels_for_unavailable_models=True,
+        models=(ModelEntry(name="hp2", base_path=HALF_PLUS_TWO,
+                           labels={"stable": 123, "canary": 7}),))).start()
+    try:
+        base = f"{server.rest_url}/v1/models/hp2/labels"
+        stable = requests.post(f"{base}/stable:predict", data='{"instances": [1.0]}',
+                               timeout=30)
+        canary = requests.post(f"{base}/canary:predict", data='{"instances": [1.0]}',
+                               timeout=30)
+    finally:
+        server.stop()
+    assert (stable.status_code, stable.json()) == (200, {"predictions": [2.5]})
+    assert (canary.status_code, canary.json()) == \
+        (404, {"error": "Servable not found for request: Specific(hp2, 7)"})
+    assert "label canary of model hp2 names version 7, which is not served" in caplog.text
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    ([], False),
+    (["--allow_version_labels_for_unavailable_models"], True),
+    (["--allow_version_labels_for_unavailable_models=true"], True),
+    (["--allow_version_labels_for_unavailable_models=false"], False),
+])
+def test_the_flag_parses_as_tf_servings_bool_flags(argv, expected):
+    from infra.modelserver.__main__ import parser
+
+    assert parser().parse_args(argv).allow_version_labels_for_unavailable_models is expected
+
+
+def test_rest_answers_a_reused_connection_without_the_delayed_ack_stall(local_model_server):
+    """Status line, headers and body written separately make the body wait for the
+    client's delayed ACK (40 ms on Linux) on every request after the first on a kept-alive
+    connection. The server answers with one write on a TCP_NODELAY socket: half_plus_two
+    takes well under a millisecond, so the median round trip stays far below the stall."""
+    session = requests.Session()
+    url = f"{local_model_server.rest_url}/v1/models/{HP2}:predict"
+    timings = []
+    try:
+        for _ in range(40):
+            start = time.perf_counter()
+            response = session.post(url, data='{"instances": [1.0]}', timeout=30)
+            timings.append(time.perf_counter() - start)
+            assert response.json() == {"predictions": [2.5]}
+    finally:
+        session.close()
+    p50 = sorted(timings[5:])[len(timings[5:]) // 2]
+    assert p50 < 0.02, f"REST p50 {p50 * 1000:.1f} ms on a reused connection"
 
 
 def _warmup_model(tmp_path, records) -> ModelEntry:
