@@ -102,12 +102,24 @@ def _server_flags(text: str) -> list[str]:
     return re.findall(r"(--[a-z_]+=\S+)", text)
 
 
-@pytest.mark.parametrize("name", ["compose.cpu.yaml", "k8s/tfserving.yaml"])
+SERVER_STARTS = ["compose.cpu.yaml", "k8s/tfserving/deployment.yaml"]
+"""Every file that starts tensorflow_model_server (compose.gpu.yaml only swaps the image)."""
+
+
+def test_every_file_that_starts_tf_serving_is_listed():
+    starts = sorted(str(p.relative_to(TFSERVING)) for p in TFSERVING.rglob("*.yaml")
+                    if "--model_config_file=" in p.read_text())
+    assert starts == sorted(SERVER_STARTS)
+
+
+@pytest.mark.parametrize("name", SERVER_STARTS)
 def test_deployment_flags_are_tf_serving_flags_with_files_that_exist(name):
     text = (TFSERVING / name).read_text()
     flags = _server_flags(text)
     assert {"--port=8500", "--rest_api_port=8501", "--enable_batching=true",
             "--enable_model_warmup=true"} <= set(flags)
+    if name.startswith("k8s/"):  # the files reach the pods through the ConfigMap beside it
+        text += (TFSERVING / name).with_name("configmap.yaml").read_text()
     mounted = {"/config/models.config": TFSERVING / "models.config",
                "/config/batching_parameters.txt": TFSERVING / "batching_parameters.txt",
                "/config/monitoring.config": TFSERVING / "monitoring.config"}
@@ -125,5 +137,34 @@ def test_compose_publishes_tf_servings_ports_and_gpu_image():
     cpu = (TFSERVING / "compose.cpu.yaml").read_text()
     gpu = (TFSERVING / "compose.gpu.yaml").read_text()
     assert '"8500:8500"' in cpu and '"8501:8501"' in cpu
-    assert "image: tensorflow/serving:2.19.0-gpu" in gpu
+    assert "image: tensorflow/serving:2.21.0-gpu" in gpu
     assert "capabilities: [gpu]" in gpu and "BACKEND: inprocess" in gpu
+
+
+@pytest.mark.parametrize("name", SERVER_STARTS)
+def test_labelled_models_config_is_started_with_the_flag_tf_serving_needs(name):
+    """TF Serving assigns the version labels of the config it starts with before loading any
+    version, so without the flag it refuses models.config ("Request to assign label to
+    version 1 of model digits, which is not currently available for inference")."""
+    config = text_format.Parse((TFSERVING / "models.config").read_text(),
+                               model_server_config_pb2.ModelServerConfig())
+    assert any(model.version_labels for model in config.model_config_list.config)
+    flags = _server_flags((TFSERVING / name).read_text())
+    assert "--allow_version_labels_for_unavailable_models=true" in flags
+    args = parser().parse_args(shlex.split(" ".join(flags)))
+    assert args.allow_version_labels_for_unavailable_models is True
+
+
+def test_images_serve_the_tensorflow_that_prepares_the_models():
+    """Every TF Serving and TensorFlow image (compose, Kubernetes, KServe's runtimeVersion)
+    is the release of the pinned tensorflow-cpu, which is also tensorflow-serving-api's."""
+    lock = (ROOT / "requirements.lock").read_text()
+    (tensorflow,) = re.findall(r"^tensorflow[-_]cpu==(\S+)$", lock, re.M)
+    (serving_api,) = re.findall(r"tensorflow-serving-api==(\S+)", (ROOT / "Makefile").read_text())
+    assert serving_api == tensorflow
+    tags = []
+    for path in sorted(TFSERVING.rglob("*.yaml")):
+        text = path.read_text()
+        tags += re.findall(r"image: tensorflow/(?:serving|tensorflow):(\d+\.\d+\.\d+)", text)
+        tags += re.findall(r'runtimeVersion: "(\S+)"', text)
+    assert len(tags) == 5 and set(tags) == {tensorflow}, tags
