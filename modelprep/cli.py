@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from modelmeta import NORMALIZATIONS, RESIZE_MODES, MetadataError, Normalization
 from modelprep.errors import ModelprepError
@@ -85,48 +86,71 @@ def _parser() -> argparse.ArgumentParser:
                    "SavedModelBuilder), a TF Serving model base, a Keras .keras/.h5 file, or "
                    "a frozen GraphDef .pb")
     p.add_argument("out", help="where to write the wrapped SavedModel")
-    p.add_argument("--name", help="model name in the metadata (default: OUT's name)")
+    p.add_argument("--name", help="model name in the metadata, the name the function asks a "
+                   "model server for (default: OUT's folder name; export --name replaces it)")
     p.add_argument("--signature", default="serving_default", help="signature to wrap; the "
-                   "result is always serving_default")
+                   "result is always serving_default (default: serving_default)")
     p.add_argument("--keep-signatures", nargs="?", const=True, default=False, metavar="KEYS",
                    help="keep the source's other signatures unchanged beside the wrapped one: "
-                   "all of them, or the comma-separated KEYS")
+                   "all of them, or the comma-separated KEYS (default: none)")
     p.add_argument("--graph-inputs", metavar="[ALIAS=]OP:N,...", help="a frozen GraphDef's "
-                   "input tensors, e.g. images=input:0 (alias default: the op's name)")
+                   "input tensors, e.g. images=input:0 (alias default: the op's name); "
+                   "required for a .pb, unused otherwise")
     p.add_argument("--graph-outputs", metavar="[ALIAS=]OP:N,...",
-                   help="a frozen GraphDef's output tensors, e.g. probs=softmax:0")
+                   help="a frozen GraphDef's output tensors, e.g. probs=softmax:0; required "
+                   "for a .pb, unused otherwise")
     p.add_argument("--input", action="append", default=[], metavar="NAME=KIND[:OPTIONS]",
                    help="the layer of one input (repeatable): image_bytes, image_base64, "
                    "quantized_pixels[:DTYPE[:LOW:HIGH|:scale=S:zero_point=Z]], "
-                   "tensor[:SHAPE]; see below")
-    p.add_argument("--image-input", help="which input takes the image (default: the only one)")
+                   "tensor[:SHAPE]; see below (default: the image input gets --input-kind, "
+                   "the others tensor)")
+    p.add_argument("--image-input", metavar="NAME", help="which input takes the image "
+                   "(default: the one given an image kind by --input, else the only input "
+                   "not named)")
     p.add_argument("--input-kind", choices=["image_bytes", "image_base64"],
                    default="image_bytes", help="encoded bytes (TF Serving {\"b64\"} clients "
-                   "and this project's function) or base64 text decoded in the graph")
+                   "and this project's function) or base64 text decoded in the graph "
+                   "(default: image_bytes)")
     p.add_argument("--size", type=_size, metavar="HxW",
-                   help="image size, needed when the model's input does not fix it")
-    p.add_argument("--channels", type=int, choices=[1, 3])
+                   help="image size, needed when the model's input does not fix it (default: "
+                   "the input's own height and width)")
+    p.add_argument("--channels", type=int, choices=[1, 3], help="1 (gray) or 3 (RGB), needed "
+                   "when the model's input does not fix it (default: the input's own last "
+                   "dimension; a flat input: 1 if it is a square, else 3)")
     p.add_argument("--normalize", choices=NORMALIZATIONS,
-                   help="unit: p/255, symmetric: p/127.5-1, meanstd: (p-mean)/std, raw: p "
-                   "(default: unit for a float input, raw for an integer one)")
+                   help="how the model was trained to see pixels p in 0..255: unit: p/255, "
+                   "symmetric: p/127.5-1, meanstd: (p-mean)/std, raw: p (default: unit for a "
+                   "float input, raw for an integer one; wrap warns when the source hints at "
+                   "another, and verify --reference-preprocess proves it)")
     p.add_argument("--mean", type=_floats, help="per-channel mean in pixel units, e.g. "
-                   "123.675,116.28,103.53 (with --normalize meanstd)")
-    p.add_argument("--std", type=_floats, help="per-channel std in pixel units")
+                   "123.675,116.28,103.53; implies --normalize meanstd (default: none)")
+    p.add_argument("--std", type=_floats, help="per-channel std in pixel units, e.g. "
+                   "58.395,57.12,57.375, with --mean (default: none)")
     p.add_argument("--invert", action="store_true",
-                   help="use 255-p (black ink on white for a white-on-black model)")
-    p.add_argument("--resize", choices=RESIZE_MODES, default="stretch")
-    p.add_argument("--labels", help="a text file with one label per line, or a "
-                   "comma-separated list")
+                   help="use 255-p (black ink on white for a white-on-black model; "
+                   "default: off)")
+    p.add_argument("--resize", choices=RESIZE_MODES, default="stretch",
+                   help="how an image of another size reaches the model's: stretch (ignore "
+                   "the aspect ratio, as most classifiers were trained), pad (fit it whole, "
+                   "fill the rest with black) or crop (fill the frame, cut the overflow, "
+                   "centred); exact sizes are never resized (default: stretch)")
+    p.add_argument("--labels", metavar="FILE|A,B,...", help="a text file with one label per "
+                   "line, or a comma-separated list (default: none; answers give indices)")
     p.add_argument("--output", action="append", default=[], metavar="NAME=ROLE",
-                   help="the role of an output (probabilities, logits, masks, ...)")
+                   help="the role of an output: probabilities, logits, boxes, scores, "
+                   "classes, detections, masks, image, tensor (repeatable; default: "
+                   "probabilities/logits for a 2-D float output of several classes, "
+                   "image for a PNG output, tensor otherwise)")
     p.add_argument("--quantize-output", action="append", default=[],
                    metavar="NAME=DTYPE:LOW:HIGH", help="quantize an output to uint8 or int8 "
                    "over [LOW, HIGH], clipping what lies outside (repeatable); or "
-                   "NAME=DTYPE:scale=S:zero_point=Z")
+                   "NAME=DTYPE:scale=S:zero_point=Z (default: outputs stay float)")
     p.add_argument("--png-output", action="append", default=[], metavar="NAME[=LOW:HIGH]",
                    help="PNG-encode an image output, one PNG per batch item, as NAME_bytes "
-                   "(repeatable); a non-uint8 output needs the range mapped onto 0..255")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+                   "(repeatable); a non-uint8 output needs the range mapped onto 0..255 "
+                   "(default: none)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists "
+                   "(default: refuse)")
     p.set_defaults(run=_wrap)
 
     p = sub.add_parser("demo", help="build the demo digits model and its wrapped form (cached)")
@@ -159,9 +183,21 @@ def _add_verify_export_prepare(sub) -> None:
         p.add_argument("--seed", type=int, help="seed of the generated samples (default 0)")
 
     p = sub.add_parser("verify", argument_default=argparse.SUPPRESS,
-                       help="check that a prepared model gives the original's answers")
-    p.add_argument("original", help="the source model that was wrapped")
+                       help="check that a prepared model gives the original's answers",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=_VERIFY_EPILOG)
+    p.add_argument("original", nargs="?", default=None, help="the source model that was "
+                   "wrapped (may be left out with --reference-outputs alone)")
     p.add_argument("prepared", help="the prepared SavedModel (with its metadata)")
+    p.add_argument("--reference-preprocess", type=_reference_preprocess,
+                   metavar="FUNCTION|SCALE,OFFSET", help="feed the original the preprocessing "
+                   "it was trained with instead of the prepared model's own, and compare the "
+                   "two normalisations: a callable's dotted name (called on float32 [n, h, w, "
+                   "c] pixels in 0..255), or SCALE,OFFSET for p*SCALE+OFFSET (default: the "
+                   "prepared model's own, which cannot catch a wrong --normalize)")
+    p.add_argument("--reference-outputs", type=Path, metavar="X.npz", help="compare the "
+                   "prepared model's outputs with these arrays (one per output, one row per "
+                   "sample image in file-name order; optional sample_names to check the order)")
     samples_flags(p, "the comparison")
     p.add_argument("--count", type=_positive_int, metavar="N",
                    help=f"at most N samples (default {DEFAULT_COUNT})")
@@ -182,7 +218,9 @@ def _add_verify_export_prepare(sub) -> None:
                        "with warmup requests, and list it in BASE/models.config")
     p.add_argument("prepared", help="the prepared SavedModel (with its metadata)")
     p.add_argument("base", help="the model server's base folder (holds models.config)")
-    p.add_argument("--name", help="model name (default: the name in the metadata)")
+    p.add_argument("--name", help="model name under BASE, in models.config and written into "
+                   "the exported metadata, which the function asks the server for (default: "
+                   "the name in the metadata)")
     p.add_argument("--version", type=_non_negative_int,
                    help="version number (default: the highest under BASE/NAME plus one)")
     p.add_argument("--warmup", type=_non_negative_int, metavar="N", help="warmup requests to "
@@ -196,6 +234,19 @@ def _add_verify_export_prepare(sub) -> None:
     p = sub.add_parser("prepare", help="run a recipe file: wrap, verify and export as it says")
     p.add_argument("recipe", help="a TOML recipe (see examples/recipes/)")
     p.set_defaults(run=_prepare)
+
+
+_VERIFY_EPILOG = """\
+what the original is fed:
+  by default the pixels the prepared model's own metadata says it computes: that proves
+  the wrapping, but a model wrapped with the wrong --normalize passes too. Name the
+  preprocessing the model was trained with to catch that:
+    modelprep verify m.keras served/ --images photos/ \\
+        --reference-preprocess keras.applications.mobilenet_v2.preprocess_input
+    modelprep verify saved/ served/ --reference-preprocess 0.0078431373,-1
+  or compare with answers computed elsewhere (one row per image in photos/, sorted):
+    modelprep verify served/ --images photos/ --reference-outputs answers.npz
+"""
 
 
 def _add_litert(sub) -> None:
@@ -214,39 +265,39 @@ def _add_litert(sub) -> None:
                    help="where to write (default: PREPARED/litert)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--images", type=Path, metavar="DIR", help="a folder of representative "
-                       "PNG/JPEG/GIF/BMP images for int8 calibration (default: generated)")
+                       "PNG/JPEG/GIF/BMP images for int8 calibration, 100 or more photos like "
+                       "the ones the model will see (default: generated, with a warning)")
     group.add_argument("--samples", choices=SAMPLE_KINDS, default="auto", help="generated "
                        "calibration images: digits (training split), synthetic, or auto "
                        "(digits for a 28x28 gray input, else synthetic; the default)")
     p.add_argument("--count", type=_positive_int, default=DEFAULT_CALIBRATION_COUNT,
                    metavar="N", help="calibration images (default "
                    f"{DEFAULT_CALIBRATION_COUNT})")
-    p.add_argument("--verify", action="store_true", help="then compare the flavours with the "
-                   "original model on held-out images (exit 4 when they disagree)")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                   help="compare each flavour with the original model on held-out images and "
+                   "record the verdict in its metadata; a flavour that misses its tolerance "
+                   "is marked verified: false (the litert backend then refuses it unless "
+                   "LITERT_ALLOW_UNVERIFIED=true) and the command exits 4 (default: on; "
+                   "--no-verify marks every flavour unverified)")
     p.add_argument("--verify-images", type=Path, metavar="DIR",
-                   help="images for --verify (default: generated, held-out digits for a "
+                   help="images for the check (default: generated, held-out digits for a "
                    "28x28 gray input)")
     p.add_argument("--verify-count", type=_positive_int, default=DEFAULT_VERIFY_COUNT,
-                   metavar="N", help=f"images for --verify (default {DEFAULT_VERIFY_COUNT})")
+                   metavar="N", help=f"images for the check (default {DEFAULT_VERIFY_COUNT})")
     p.set_defaults(run=_litert)
 
 
 def _litert(args) -> int:
     from modelmeta import LITERT_FLAVOURS
-    from modelprep.litert import LiteRTOptions, export_litert, verify_litert
+    from modelprep.litert import LiteRTOptions, export_litert
 
     options = LiteRTOptions(flavours=tuple(args.flavours or LITERT_FLAVOURS),
                             original=args.original, out=args.out, images=args.images,
-                            samples=args.samples, count=args.count)
-    result = export_litert(args.prepared, options, progress=_progress)
+                            samples=args.samples, count=args.count, verify=args.verify,
+                            verify_images=args.verify_images, verify_count=args.verify_count)
+    result = export_litert(args.prepared, options, progress=_progress, warn=_warn)
     print(result.format())
-    if args.verify:
-        _progress("verifying against the original model")
-        report = verify_litert(args.original, args.prepared, images=args.verify_images,
-                               count=args.verify_count, flavours=options.flavours,
-                               litert_dir=result.out)
-        print(report.format())
-        report.raise_if_failed()
+    result.raise_if_failed()
     return 0
 
 
@@ -297,7 +348,7 @@ def _wrap(args) -> int:
         outputs=output_layers(args.quantize_output, args.png_output),
         overwrite=args.overwrite,
     )
-    metadata = wrap(args.src, args.out, options, progress=_progress)
+    metadata = wrap(args.src, args.out, options, progress=_progress, warn=_warn)
     print(f"wrote {args.out}: {wrap_summary(metadata)}")
     return 0
 
@@ -341,7 +392,7 @@ def _export(args) -> int:
 def _prepare(args) -> int:
     from modelprep.recipe import load_recipe, run_recipe
 
-    run_recipe(load_recipe(args.recipe), progress=_progress, report=print)
+    run_recipe(load_recipe(args.recipe), progress=_progress, report=print, warn=_warn)
     return 0
 
 
@@ -365,6 +416,15 @@ def _name_tolerance(value: str) -> tuple[str, float]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=TOL, got {value!r}")
     return name, _non_negative_float(number)
+
+
+def _reference_preprocess(value: str) -> Any:
+    from modelprep.reference import ReferencePreprocess
+
+    try:
+        return ReferencePreprocess.parse(value)
+    except ModelprepError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _graph_tensors(value: str) -> dict[str, str]:
@@ -433,6 +493,10 @@ def _floats(value: str) -> tuple[float, ...]:
 
 def _progress(message: str) -> None:
     print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def _warn(message: str) -> None:
+    print(f"modelprep: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _quiet_tensorflow() -> None:

@@ -4,6 +4,9 @@
     ├── SourceError          exit 2  the source model is missing, unreadable or of an unknown kind
     ├── SpecMismatch         exit 3  an option does not fit the model (names the tensor and why)
     └── VerificationFailed   exit 4  the prepared model disagrees with the original beyond tolerance
+
+    PreprocessingHintWarning         the source hints at another normalisation than the
+                                     wrap options give (a warning: wrap goes on)
 """
 
 from __future__ import annotations
@@ -23,3 +26,7 @@ class SpecMismatch(ModelprepError):
 
 class VerificationFailed(ModelprepError):
     exit_code = 4
+
+
+class PreprocessingHintWarning(UserWarning):
+    """The source model hints at a normalisation the wrap options do not give."""

@@ -12,6 +12,8 @@ highest. Export therefore
   version, so the first client does not pay for graph tracing. A failing
   record fails the model load on the server, so every record is first run
   against the copy here;
+* writes NAME into the copy's metadata (and its LiteRT flavours'), since the
+  function asks the model server for the model by the name its metadata gives;
 * adds or updates the model's entry in ``BASE/models.config`` (text-format
   `ModelServerConfig`, the ``--model_config_file`` of the server), keeping
   every other entry and any version policy or labels of this one.
@@ -22,6 +24,7 @@ A lock file in BASE serialises concurrent exports to it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import re
 import shutil
@@ -34,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from modelmeta import ModelMetadata
+from modelmeta import LITERT_DIR, LITERT_FLAVOURS, ModelMetadata, litert_files
 from modelprep.errors import ModelprepError, SourceError, SpecMismatch
 from modelprep.samples import SAMPLE_KINDS, build_feed, collect_images, tf_error_text
 
@@ -112,6 +115,9 @@ def export(prepared: str | Path, base: str | Path, options: ExportOptions | None
             progress(f"copying {prepared} to {target}")
             shutil.copytree(prepared, tmp, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns(WARMUP_FILE.rsplit("/", 1)[1]))
+            if name != metadata.name:
+                progress(f"naming the model {name!r} in its metadata (was {metadata.name!r})")
+                metadata = rename(tmp, metadata, name)
             if options.warmup:
                 progress(f"writing {options.warmup} warmup request(s)")
                 records = write_warmup(tmp / WARMUP_FILE, metadata, name, options)
@@ -125,6 +131,24 @@ def export(prepared: str | Path, base: str | Path, options: ExportOptions | None
     return ExportResult(path=target, name=name, version=version, warmup_records=records,
                         config=config_path, base_path=base_path,
                         seconds=time.monotonic() - started)
+
+
+def rename(model_dir: Path, metadata: ModelMetadata, name: str) -> ModelMetadata:
+    """Write `name` into the metadata at `model_dir` and its LiteRT flavours' metadata.
+
+    The function asks TF Serving for the model by this name (and the LiteRT backend
+    reports it), so it must be the name the model is served under, not the folder
+    the model was wrapped into.
+    """
+    renamed = dataclasses.replace(metadata, name=name)
+    renamed.save(model_dir)
+    for flavour in LITERT_FLAVOURS:
+        path = model_dir / LITERT_DIR / litert_files(flavour)[1]
+        if path.is_file():
+            flavour_metadata = ModelMetadata.from_json(path.read_text(encoding="utf-8"))
+            path.write_text(dataclasses.replace(flavour_metadata, name=name).to_json(),
+                            encoding="utf-8")
+    return renamed
 
 
 def format_export(result: ExportResult) -> str:

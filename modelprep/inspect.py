@@ -420,10 +420,16 @@ def _preview(labels, limit: int = 5) -> str:
 
 def _metadata_warnings(meta: Any, info: SavedModelInfo) -> list[str]:
     """Where the metadata and the signatures disagree on names: serving would fail."""
+    warnings = []
+    if info.model_base is not None and Path(info.model_base).name != meta.name:
+        folder = Path(info.model_base).name
+        warnings.append(f'the metadata names the model "{meta.name}" but it is served as '
+                        f'"{folder}" (its folder): the function asks the server for '
+                        f'"{meta.name}"; export it again with --name {folder}')
     sig = next((s for s in info.signatures if s.key == meta.signature), None)
     if sig is None:
-        return [f'the metadata names signature "{meta.signature}", which the model lacks']
-    warnings = []
+        return [*warnings,
+                f'the metadata names signature "{meta.signature}", which the model lacks']
     for side, specs, tensors in (("input", meta.inputs, sig.inputs),
                                  ("output", meta.outputs, sig.outputs)):
         have = {t.name for t in tensors}

@@ -1,7 +1,7 @@
 """LiteRT flavours of a prepared model, for a function that runs without TensorFlow.
 
 `export_litert` converts the *original* model's signature (pixels in, no image
-decoding: that stays outside the LiteRT graph, in `functions.preprocess`) with
+decoding: that stays outside the LiteRT graph, in `functions.pixels`) with
 ``tf.lite.TFLiteConverter`` into:
 
 * ``float``: the model as it is, float32 in and out;
@@ -30,6 +30,7 @@ preprocessings are apart.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -75,6 +76,13 @@ class LiteRTOptions:
     """Generated representative images when no folder: auto, digits or synthetic."""
     count: int = DEFAULT_CALIBRATION_COUNT
     seed: int = 0
+    verify: bool = True
+    """Compare each flavour with the original (`verify_litert`) and record the result in
+    its metadata; a flavour that fails is marked ``verified: false``, which the litert
+    backend refuses to serve unless told otherwise (``LITERT_ALLOW_UNVERIFIED=true``)."""
+    verify_images: Path | None = None
+    """Images for the check; default: generated (held-out digits for 28x28 gray)."""
+    verify_count: int = DEFAULT_VERIFY_COUNT
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,25 @@ class LiteRTExport:
     calibration: str | None
     """Where the int8 flavour's representative images came from."""
     seconds: float
+    report: LiteRTReport | None = None
+    """The comparison with the original, unless `LiteRTOptions.verify` was off."""
+    notes: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        """Flavours that missed their tolerance (marked ``verified: false``)."""
+        if self.report is None:
+            return ()
+        return tuple(f.flavour for f in self.report.flavours if not f.passed)
+
+    def raise_if_failed(self) -> None:
+        if self.report is not None and not self.report.passed:
+            failed = ", ".join(self.failed) or "every"
+            raise VerificationFailed(
+                "LiteRT flavours disagree with the original model: "
+                + "; ".join(self.report.failures())
+                + f". The {failed} flavour's metadata says verified: false, so the litert "
+                "backend refuses it unless LITERT_ALLOW_UNVERIFIED=true")
 
     def format(self) -> str:
         lines = []
@@ -112,13 +139,24 @@ class LiteRTExport:
                              f"{quant}")
         if self.calibration:
             lines.append(f"int8 calibrated on {self.calibration}")
+        lines.extend(self.notes)
         lines.append(f"done in {self.seconds:.1f} s")
+        if self.report is not None:
+            lines.append(self.report.format())
+        else:
+            lines.append("not verified (--no-verify): the metadata says verified: false, so "
+                         "the litert backend refuses these flavours unless "
+                         "LITERT_ALLOW_UNVERIFIED=true")
         return "\n".join(lines)
 
 
 def export_litert(prepared: str | Path, options: LiteRTOptions | None = None,
-                  progress: Progress = lambda _msg: None) -> LiteRTExport:
-    """Write the LiteRT flavours of the prepared model and return what was written."""
+                  progress: Progress = lambda _msg: None,
+                  warn: Progress | None = None) -> LiteRTExport:
+    """Write the LiteRT flavours of the prepared model, check them against the original
+    (unless `LiteRTOptions.verify` is off) and record the verdict in each flavour's
+    metadata. `warn` hears about calibration on generated images (default: progress)."""
+    warn = warn or progress
     options = options or LiteRTOptions()
     started = time.monotonic()
     prepared = Path(prepared)
@@ -136,6 +174,7 @@ def export_litert(prepared: str | Path, options: LiteRTOptions | None = None,
     loaded, fn = _load_original(original, served.signature, served)
     input_name, input_spec = _single_input(fn, original)
     calibration: str | None = None
+    notes: list[str] = []
     files = []
     for flavour in flavours:
         dataset = None
@@ -146,14 +185,54 @@ def export_litert(prepared: str | Path, options: LiteRTOptions | None = None,
             encoded, calibration = representative_images(
                 image, images=options.images, samples=options.samples, count=options.count,
                 seed=options.seed)
+            why = calibration_warning(image, options, calibration)
+            if why:
+                warn(why)
+                notes.append(f"warning: {why}")
             progress(f"calibrating int8 on {calibration}")
             dataset = _model_values(encoded, image, input_spec, "representative image")
         progress(f"converting the {flavour} flavour")
         content = _convert(tf, loaded, fn, dataset, input_name)
         files.append(_write_flavour(out, flavour, content, served, image, original,
                                     input_name, calibration if flavour == "int8" else None))
+    report = None
+    if options.verify:
+        progress("verifying the flavours against the original model")
+        report = verify_litert(original, prepared, images=options.verify_images,
+                               count=options.verify_count, flavours=flavours, litert_dir=out)
+    files = [_record_verification(f, report) for f in files]
     return LiteRTExport(out=out, files=tuple(files), calibration=calibration,
-                        seconds=time.monotonic() - started)
+                        seconds=time.monotonic() - started, report=report,
+                        notes=tuple(notes))
+
+
+def calibration_warning(image: ImageSpec, options: LiteRTOptions,
+                        calibration: str | None) -> str | None:
+    """Why int8 calibration on generated images may cost accuracy, when it happens."""
+    if options.images is not None or calibration is None or "digits" in calibration:
+        return None
+    return (f"int8 is calibrated on {calibration} because no --images DIR was given: "
+            "generated images do not span the value ranges real photos reach inside the "
+            "model, so int8 answers may drift; give --images DIR with 100 or more "
+            f"representative {image.height}x{image.width} photos (any size is resized)")
+
+
+def _record_verification(file: FlavourFile, report: LiteRTReport | None) -> FlavourFile:
+    """Write the verdict into the flavour's metadata (``source.verified`` and
+    ``source.verification``), which the litert backend reads before serving it."""
+    if report is None:
+        verified, detail = False, "not verified (exported with --no-verify)"
+    else:
+        flavour = next(f for f in report.flavours if f.flavour == file.flavour)
+        verified = flavour.passed and report.preprocessing.passed
+        problems = [p for p in report.failures()
+                    if p.startswith((f"{file.flavour} ", "preprocessing"))]
+        detail = (f"{report.images} images ({report.description}): "
+                  + ("; ".join(problems) if problems else flavour.summary()))
+    metadata = dataclasses.replace(file.metadata, source={
+        **file.metadata.source, "verified": verified, "verification": detail})
+    _write_atomically(file.metadata_path, metadata.to_json().encode("utf-8"))
+    return dataclasses.replace(file, metadata=metadata)
 
 
 def representative_images(image: ImageSpec, *, images: Path | None = None,
@@ -193,7 +272,7 @@ class LiteRTTolerances:
     int8_max_error: float = 0.1
     int8_argmax: float = 0.99
     preprocess_max_error: float | None = None
-    """In pixel units (0..255); default `functions.preprocess.RESIZE_BOUND`."""
+    """In pixel units (0..255); default `functions.pixels.RESIZE_BOUND`."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +301,14 @@ class FlavourReport:
     @property
     def passed(self) -> bool:
         return all(o.passed for o in self.outputs)
+
+    def summary(self) -> str:
+        """One line per flavour for its metadata: the worst of each output."""
+        parts = []
+        for o in self.outputs:
+            agree = "" if o.argmax_agreement is None else f"argmax {o.argmax_agreement:.2%}, "
+            parts.append(f"{o.name}: {agree}max error {o.max_abs_error:.3g}")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -308,9 +395,9 @@ def verify_litert(original: str | Path | None, prepared: str | Path, *,
     """
     import tensorflow as tf
 
-    from functions import preprocess as py
+    from functions import pixels as py
     from functions.backends.litert import LiteRTModel
-    from modelprep import preprocess as graph
+    from modelprep import input_ops as graph
     from modelprep.samples import collect_images
 
     started = time.monotonic()
@@ -469,7 +556,7 @@ def _single_input(fn: Any, original: Path) -> tuple[str, Any]:
 def _model_values(encoded: list[bytes], image: ImageSpec, input_spec: Any,
                   what: str) -> np.ndarray:
     """Encoded images to the original input's values, as the litert backend computes them."""
-    from functions import preprocess as py
+    from functions import pixels as py
     from functions.errors import InvalidImage
 
     try:

@@ -182,7 +182,8 @@ def parse_recipe(data: Mapping[str, Any], path: Path) -> Recipe:
 
 
 def run_recipe(recipe: Recipe, progress: Callable[[str], None] = lambda _msg: None,
-               report: Callable[[str], None] = lambda _text: None) -> PrepareResult:
+               report: Callable[[str], None] = lambda _text: None,
+               warn: Callable[[str], None] | None = None) -> PrepareResult:
     """Run the recipe's steps in order: wrap, verify, export. `report` gets what each
     step's command would print. A failed verification stops before export."""
     from modelprep.export import export, format_export
@@ -195,7 +196,7 @@ def run_recipe(recipe: Recipe, progress: Callable[[str], None] = lambda _msg: No
         progress(f"step {number}/{len(steps)}: {name}")
         if name == "wrap":
             step = recipe.wrap
-            metadata = wrap(step.src, step.out, step.options, progress=progress)
+            metadata = wrap(step.src, step.out, step.options, progress=progress, warn=warn)
             report(f"wrote {step.out}: {wrap_summary(metadata)}")
         elif name == "verify":
             step = recipe.verify

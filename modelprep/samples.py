@@ -11,7 +11,7 @@ deterministically: the held-out digits of the demo for MNIST-shaped inputs,
 structured synthetic images otherwise. Generated images are made at the
 model's input size and sent as PNG, so their pixels are known exactly and the
 reference path needs no TensorFlow; other images go through the same TF ops
-the prepared graph runs (`modelprep.preprocess`), eagerly.
+the prepared graph runs (`modelprep.input_ops`), eagerly.
 
 Quantized pixel inputs follow the `modelmeta` convention: the client
 normalises the pixels and quantizes the result,
@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from functions.pixels import normalize
+
 # The numpy side of the conventions is the function's own: verify checks exactly it.
-from functions.affine import dequantize, quantize
-from functions.preprocess import normalize
+from functions.quantization import dequantize, quantize
 from modelmeta import QUANT_DTYPES, ImageSpec, InputSpec, ModelMetadata
 from modelprep.errors import ModelprepError, SpecMismatch
 
@@ -44,7 +45,7 @@ SAMPLE_KINDS = ("auto", "digits", "synthetic")
 (gradients, shapes, noise, stripes) or ``auto`` (digits for a 28x28 gray input)."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
-"""What the in-graph decoder reads (`modelprep.preprocess.decode_image`)."""
+"""What the in-graph decoder reads (`modelprep.input_ops.decode_image`)."""
 
 _DECODABLE = {"PNG", "JPEG", "GIF", "BMP"}
 _DIGITS_SIZE = 28
@@ -219,7 +220,7 @@ def image_pixels(sample: SampleImage, spec: ImageSpec) -> np.ndarray:
         return sample.pixels.astype(np.float32)
     import tensorflow as tf
 
-    from modelprep.preprocess import decode_image, resize
+    from modelprep.input_ops import decode_image, resize
 
     try:
         pixels = resize(decode_image(tf.constant(sample.data), spec.channels), spec)
@@ -249,6 +250,9 @@ class Feed:
     """Input name of the prepared model to the value its original counterpart gets:
     the model values (normalised, dequantized) of the image input, the (dequantized)
     tensor for the others. Still to be reshaped and cast to the original's input."""
+    pixels: np.ndarray | None = None
+    """The image input's 0..255 pixels ``[n, h, w, c]`` (decoded and resized as the graph
+    does), for a reference preprocessing; None without an image input or `with_reference`."""
 
 
 def build_feed(metadata: ModelMetadata, images: tuple[SampleImage, ...], count: int,
@@ -259,6 +263,7 @@ def build_feed(metadata: ModelMetadata, images: tuple[SampleImage, ...], count: 
     lacks them): warmup requests need only what the prepared model gets."""
     prepared: dict[str, np.ndarray] = {}
     reference: dict[str, np.ndarray] = {}
+    pixels = None
     for spec in metadata.inputs:
         if spec.kind == "tensor":
             prepared[spec.name], reference[spec.name] = tensor_sample(spec, count, rng)
@@ -267,8 +272,8 @@ def build_feed(metadata: ModelMetadata, images: tuple[SampleImage, ...], count: 
         assert image is not None  # the metadata guarantees it for image kinds
         encoded = spec.kind in ("image_bytes", "image_base64")
         if not encoded or with_reference:
-            values = normalize(np.stack([image_pixels(s, image) for s in images]),
-                               image.normalization)
+            pixels = np.stack([image_pixels(s, image) for s in images])
+            values = normalize(pixels, image.normalization)
         if spec.kind == "image_bytes":
             prepared[spec.name] = np.array([s.data for s in images], dtype=object)
         elif spec.kind == "image_base64":
@@ -286,12 +291,12 @@ def build_feed(metadata: ModelMetadata, images: tuple[SampleImage, ...], count: 
                 prepared[spec.name] = values
         if not encoded or with_reference:
             reference[spec.name] = values
-    return Feed(prepared, reference)
+    return Feed(prepared, reference, pixels if with_reference else None)
 
 
 def to_dtype(values: np.ndarray, dtype: npt.DTypeLike) -> np.ndarray:
     """Model values to an input's dtype: integers rounded and clipped, as the graph does
-    (`modelprep.preprocess.to_dtype`); a bare cast would truncate and wrap."""
+    (`modelprep.input_ops.to_dtype`); a bare cast would truncate and wrap."""
     target = np.dtype(dtype)
     if not np.issubdtype(target, np.integer):
         return np.asarray(values).astype(target)

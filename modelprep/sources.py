@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from modelprep.errors import SourceError
+from modelprep.hints import PreprocessHint, keras_hints
 
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -57,6 +58,8 @@ class Source:
     other_signatures: dict[str, Signature] = field(default_factory=dict)
     unusable_signatures: dict[str, str] = field(default_factory=dict)
     """Other signatures that cannot be called here, with the reason."""
+    hints: tuple[PreprocessHint, ...] = ()
+    """What the source says about the pixels it wants (see `modelprep.hints`)."""
 
     @property
     def signature(self) -> str:
@@ -250,7 +253,8 @@ def _keras(path: Path, signature: str) -> Source:
     # (every layer and its functions) makes the wrapped model slower to save and to load.
     owner = tf.Module()
     owner.keras_variables = [getattr(v, "value", v) for v in model.variables]
-    return Source(main=main, owner=owner, format="keras", path=str(path))
+    return Source(main=main, owner=owner, format="keras", path=str(path),
+                  hints=keras_hints(model))
 
 
 def _only_default(path: Path, what: str, signature: str) -> None:

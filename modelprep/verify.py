@@ -14,13 +14,23 @@ produce from them (see `modelprep.samples`). Then, per output:
   rounding bound, half a quantization step;
 * for classifier outputs, how often both pick the same class.
 
-The model passes when every output's error is within its limit. `verify`
-returns the report; the CLI prints it and exits 4 (`VerificationFailed`) when
-it does not pass.
+What the original is fed decides what the check can catch. By default it gets
+the pixels the prepared model's *own* metadata says its input layer computes,
+which proves the wrapping but not the metadata: a wrong ``--normalize`` passes.
+An independent reference (`modelprep.reference`) closes that gap: with
+``reference_preprocess`` the original is fed the preprocessing the user names
+(and the declared normalisation is compared with it on the same pixels); with
+``reference_outputs`` the prepared model's answers are compared with arrays the
+user computed elsewhere; with both, with each.
+
+The model passes when every output's error is within its limit and the
+normalisations agree. `verify` returns the report; the CLI prints it and exits 4
+(`VerificationFailed`) when it does not pass.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -30,9 +40,16 @@ from typing import Any
 
 import numpy as np
 
-from functions.affine import dequantize
+from functions.quantization import dequantize
 from modelmeta import MetadataError, ModelMetadata, OutputSpec, Quantization
 from modelprep.errors import ModelprepError, SourceError, SpecMismatch, VerificationFailed
+from modelprep.reference import (
+    NormalizationCheck,
+    ReferenceOutputs,
+    ReferencePreprocess,
+    compare_normalization,
+    describe_normalization,
+)
 from modelprep.samples import (
     SAMPLE_KINDS,
     build_feed,
@@ -70,6 +87,13 @@ class VerifyOptions:
     graph_outputs: Mapping[str, str] | None = None
     """A frozen GraphDef original's tensors, ``{alias: "op:0"}``, as given to wrap;
     default: what the metadata's ``source`` records, if anything."""
+    reference_preprocess: ReferencePreprocess | None = None
+    """The preprocessing the source model was trained with (a callable's dotted name or
+    ``SCALE,OFFSET``): the original is fed it instead of the prepared model's declared
+    preprocessing, and the two normalisations are compared."""
+    reference_outputs: Path | None = None
+    """An ``.npz`` of the answers the prepared model must give: one array per output (by
+    the original's or the prepared model's name), one row per sample in verify's order."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +113,8 @@ class OutputCheck:
     argmax_agree: int | None
     """Samples whose top class is the same in both, for classifier outputs."""
     argmax_total: int
+    reference: str = "original"
+    """What it is compared with: ``original`` (the model) or ``outputs`` (the .npz)."""
 
     @property
     def limit(self) -> float:
@@ -105,8 +131,9 @@ class OutputCheck:
         return self.argmax_agree / self.argmax_total
 
     def failure(self) -> str:
-        text = (f"output {self.name!r}: max abs error {self.max_abs_error:.4g} is over the "
-                f"limit {self.limit:.4g}")
+        against = "" if self.reference == "original" else " against the reference outputs"
+        text = (f"output {self.name!r}{against}: max abs error {self.max_abs_error:.4g} is "
+                f"over the limit {self.limit:.4g}")
         if self.quantization_bound is not None:
             text += (f" (tolerance {self.tolerance:g} + quantization bound "
                      f"{self.quantization_bound:.4g})")
@@ -121,19 +148,28 @@ class VerifyReport:
     sample_description: str
     outputs: tuple[OutputCheck, ...]
     seconds: float
+    reference: str = ""
+    """What the prepared model was compared with, in a sentence."""
+    normalization: NormalizationCheck | None = None
+    """The declared normalisation against `VerifyOptions.reference_preprocess`."""
+    notes: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
-        return all(check.passed for check in self.outputs)
+        normalization_ok = self.normalization is None or self.normalization.passed
+        return normalization_ok and all(check.passed for check in self.outputs)
 
-    def output(self, name: str) -> OutputCheck:
+    def output(self, name: str, reference: str | None = None) -> OutputCheck:
         for check in self.outputs:
-            if check.name == name:
+            if check.name == name and reference in (None, check.reference):
                 return check
         raise KeyError(f"no output {name!r}; have {[c.name for c in self.outputs]}")
 
     def failures(self) -> list[str]:
-        return [check.failure() for check in self.outputs if not check.passed]
+        failures = []
+        if self.normalization is not None and not self.normalization.passed:
+            failures.append(self.normalization.failure())
+        return failures + [check.failure() for check in self.outputs if not check.passed]
 
     def raise_if_failed(self) -> None:
         if not self.passed:
@@ -141,47 +177,69 @@ class VerifyReport:
 
     def format(self) -> str:
         """The report as the CLI prints it: a header and one aligned row per output."""
-        head = ("output", "role", "max abs error", "limit", "quant bound", "clipped",
-                "argmax agreement", "result")
+        head: tuple[str, ...] = ("output", "role", "max abs error", "limit", "quant bound",
+                                 "clipped", "argmax agreement", "result")
+        both = len({c.reference for c in self.outputs}) > 1
+        if both:
+            head = ("against", *head)
         rows = [head]
         for c in self.outputs:
             agreement = "-"
             if c.argmax_agreement is not None:
                 agreement = f"{c.argmax_agree}/{c.argmax_total} ({100 * c.argmax_agreement:.1f}%)"
             name = c.name if c.name == c.original_name else f"{c.name} ({c.original_name})"
-            rows.append((
+            row: tuple[str, ...] = (
                 name, c.role, f"{c.max_abs_error:.3g}", f"{c.limit:.3g}",
                 "-" if c.quantization_bound is None else f"{c.quantization_bound:.3g}",
                 "-" if c.quantization_bound is None else f"{c.clipped}/{c.values}",
                 agreement, "ok" if c.passed else "FAIL",
-            ))
+            )
+            rows.append((c.reference, *row) if both else row)
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         table = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
                  for r in rows]
         verdict = "passed" if self.passed else "FAILED"
-        return "\n".join([
-            f"verify {self.prepared} against {self.original}",
-            f"samples: {self.sample_description}",
-            "",
-            *table,
-            "",
-            f"{verdict}: {sum(c.passed for c in self.outputs)} of {len(self.outputs)} outputs "
-            f"within their limit ({self.seconds:.1f} s)",
-        ])
+        head_lines = [f"verify {self.prepared} against {self.original}",
+                      f"samples: {self.sample_description}"]
+        if self.reference:
+            head_lines.append(f"reference: {self.reference}")
+        if self.normalization is not None:
+            head_lines.append(self.normalization.summary())
+        tail = [f"{verdict}: {sum(c.passed for c in self.outputs)} of {len(self.outputs)} "
+                f"outputs within their limit ({self.seconds:.1f} s)"]
+        return "\n".join([*head_lines, "", *table, "", *self.notes, *tail])
 
 
-def verify(original: str | Path, prepared: str | Path, options: VerifyOptions | None = None,
+def verify(original: str | Path | None, prepared: str | Path,
+           options: VerifyOptions | None = None,
            progress: Callable[[str], None] = lambda _msg: None) -> VerifyReport:
-    """Run both models on the same samples and compare every output of the prepared one."""
+    """Run both models on the same samples and compare every output of the prepared one.
+
+    `original` may be None only with `VerifyOptions.reference_outputs`: the prepared
+    model is then compared with those arrays alone.
+    """
     options = options or VerifyOptions()
     _check_options(options)
+    if original is None and options.reference_outputs is None:
+        raise ModelprepError("verify needs the original model, or reference outputs "
+                             "(--reference-outputs X.npz) to compare the prepared model with")
     import tensorflow as tf
-
-    from modelprep.sources import load_source
 
     started = time.monotonic()
     metadata = load_metadata(prepared)
     tolerances = _tolerances(metadata, options)
+    image_spec = metadata.image_input
+    reference_fn = None
+    if options.reference_preprocess is not None:
+        if image_spec is None:
+            raise SpecMismatch(f"prepared model {prepared} has no image input; a reference "
+                               "preprocessing applies to image inputs only")
+        if original is None:
+            raise ModelprepError("a reference preprocessing feeds the original model: give "
+                                 "the original too")
+        reference_fn = options.reference_preprocess.resolve()
+    expected = (ReferenceOutputs.load(options.reference_outputs)
+                if options.reference_outputs is not None else None)
 
     progress(f"loading the prepared model {prepared}")
     loaded = _load_saved_model(prepared)
@@ -191,22 +249,37 @@ def verify(original: str | Path, prepared: str | Path, options: VerifyOptions | 
     prepared_fn = loaded.signatures[metadata.signature]
     _check_prepared_inputs(metadata, prepared_fn)
 
-    progress(f"loading the original model {original}")
-    source = load_source(
-        original, metadata.source.get("signature") or "serving_default",
-        graph_inputs=options.graph_inputs or metadata.source.get("graph_inputs"),
-        graph_outputs=options.graph_outputs or metadata.source.get("graph_outputs"),
-        progress=progress)
-    input_map = _input_map(metadata, source.inputs)
-    output_map = _output_map(metadata, source.outputs)
+    source = None
+    if original is not None:
+        from modelprep.sources import load_source
 
-    image_spec = metadata.image_input
+        progress(f"loading the original model {original}")
+        source = load_source(
+            original, metadata.source.get("signature") or "serving_default",
+            graph_inputs=options.graph_inputs or metadata.source.get("graph_inputs"),
+            graph_outputs=options.graph_outputs or metadata.source.get("graph_outputs"),
+            progress=progress)
+        input_map = _input_map(metadata, source.inputs)
+        output_map = _output_map(metadata, source.outputs)
+    else:
+        output_map = {}
+
     samples = collect_images(image_spec.image if image_spec else None, images=options.images,
                              samples=options.samples, count=options.count, seed=options.seed)
     total = len(samples.images) if image_spec else options.count
+    expected_arrays: dict[str, np.ndarray] = {}
+    if expected is not None:
+        expected.check_samples([s.name for s in samples.images], total)
+        for spec in metadata.outputs:
+            if source is not None and not _has_array(expected, spec, output_map):
+                continue  # checked against the original only
+            key, expected_arrays[spec.name] = expected.array_for(spec, output_map.get(spec.name))
+            output_map.setdefault(spec.name, key)
     rng = np.random.default_rng(options.seed)
     got: dict[str, list[np.ndarray]] = {o.name: [] for o in metadata.outputs}
     want: dict[str, list[np.ndarray]] = {o.name: [] for o in metadata.outputs}
+    pixels: list[np.ndarray] = []
+    reference_values: list[np.ndarray] = []
     batches = math.ceil(total / options.batch_size)
     for number, start in enumerate(range(0, total, options.batch_size), 1):
         size = min(options.batch_size, total - start)
@@ -214,24 +287,94 @@ def verify(original: str | Path, prepared: str | Path, options: VerifyOptions | 
         progress(f"batch {number}/{batches}: {size} samples")
         feed = build_feed(metadata, chunk, size, rng, first_index=start)
         prepared_out = _call(tf, prepared_fn, feed.prepared, f"prepared model {prepared}")
-        original_in = {input_map[name]: _fit(tf, value, source.inputs[input_map[name]],
-                                             input_map[name])
-                       for name, value in feed.reference.items()}
-        original_out = _call(tf, source.fn, original_in, f"original model {original}")
         for spec in metadata.outputs:
             if spec.name not in prepared_out:
                 raise SpecMismatch(f"the prepared model does not return output {spec.name!r} "
                                    f"(its metadata names it); it returns {sorted(prepared_out)}")
             got[spec.name].append(prepared_out[spec.name])
+        if source is None:
+            continue
+        reference = dict(feed.reference)
+        if reference_fn is not None and image_spec is not None and feed.pixels is not None:
+            values = reference_fn(feed.pixels)
+            pixels.append(feed.pixels)
+            reference_values.append(values)
+            reference[image_spec.name] = values
+        original_in = {input_map[name]: _fit(tf, value, source.inputs[input_map[name]],
+                                             input_map[name])
+                       for name, value in reference.items()}
+        original_out = _call(tf, source.fn, original_in, f"original model {original}")
+        for spec in metadata.outputs:
             want[spec.name].append(original_out[output_map[spec.name]])
 
-    checks = tuple(
-        compare_output(spec, output_map[spec.name], np.concatenate(got[spec.name]),
-                       np.concatenate(want[spec.name]), tolerances[spec.name])
-        for spec in metadata.outputs)
-    return VerifyReport(original=str(original), prepared=str(prepared), samples=total,
-                        sample_description=samples.description, outputs=checks,
-                        seconds=time.monotonic() - started)
+    checks: list[OutputCheck] = []
+    for spec in metadata.outputs:
+        result = np.concatenate(got[spec.name])
+        if source is not None:
+            checks.append(compare_output(spec, output_map[spec.name], result,
+                                         np.concatenate(want[spec.name]), tolerances[spec.name]))
+        if spec.name in expected_arrays:
+            checks.append(dataclasses.replace(
+                compare_output(spec, output_map[spec.name], result, expected_arrays[spec.name],
+                               tolerances[spec.name]), reference="outputs"))
+    normalization = None
+    if reference_fn is not None and pixels and image_spec is not None \
+            and image_spec.image is not None and options.reference_preprocess is not None:
+        normalization = compare_normalization(
+            image_spec.image.normalization, options.reference_preprocess, reference_fn,
+            np.concatenate(pixels), np.concatenate(reference_values))
+    return VerifyReport(original=str(original) if original is not None
+                        else f"the reference outputs {options.reference_outputs}",
+                        prepared=str(prepared), samples=total,
+                        sample_description=samples.description, outputs=tuple(checks),
+                        seconds=time.monotonic() - started,
+                        reference=_describe_reference(metadata, options, source is not None),
+                        normalization=normalization,
+                        notes=_notes(checks, normalization, metadata, options))
+
+
+def _has_array(expected: ReferenceOutputs, spec: OutputSpec,
+               output_map: Mapping[str, str]) -> bool:
+    try:
+        expected.array_for(spec, output_map.get(spec.name))
+    except SpecMismatch:
+        return False
+    return True
+
+
+def _describe_reference(metadata: ModelMetadata, options: VerifyOptions,
+                        with_original: bool) -> str:
+    parts = []
+    image = metadata.image_input
+    if with_original:
+        if options.reference_preprocess is not None:
+            parts.append(f"the original model fed {options.reference_preprocess} "
+                         "(--reference-preprocess)")
+        elif image is not None and image.image is not None:
+            parts.append("the original model fed the prepared model's own preprocessing "
+                         f"({describe_normalization(image.image.normalization)})")
+        else:
+            parts.append("the original model")
+    if options.reference_outputs is not None:
+        parts.append(f"the outputs in {options.reference_outputs}")
+    return "; ".join(parts)
+
+
+def _notes(checks: list[OutputCheck], normalization: NormalizationCheck | None,
+           metadata: ModelMetadata, options: VerifyOptions) -> tuple[str, ...]:
+    image = metadata.image_input
+    if image is None or image.image is None:
+        return ()
+    if options.reference_preprocess is None and options.reference_outputs is None:
+        return ("note: this proves the wrapping, not the normalisation: a model wrapped with "
+                "the wrong --normalize passes too. Add --reference-preprocess (the model's "
+                "own preprocessing function, or SCALE,OFFSET) or --reference-outputs X.npz.",)
+    failed_outputs = any(c.reference == "outputs" and not c.passed for c in checks)
+    if failed_outputs and normalization is None:
+        return (f"note: the prepared model normalises pixels as "
+                f"{describe_normalization(image.image.normalization)}; if the model was "
+                "trained otherwise, wrap it again with the right --normalize.",)
+    return ()
 
 
 def load_metadata(prepared: str | Path) -> ModelMetadata:

@@ -25,13 +25,19 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modelmeta import ModelMetadata, Normalization
-from modelprep.errors import ModelprepError, SourceError, SpecMismatch
+from modelprep.errors import (
+    ModelprepError,
+    PreprocessingHintWarning,
+    SourceError,
+    SpecMismatch,
+)
 from modelprep.options import InputLayer, OutputLayer
 from modelprep.plan import (
     InputPlan,
@@ -82,8 +88,13 @@ class WrapOptions:
 
 
 def wrap(src: str | Path, out: str | Path, options: WrapOptions | None = None,
-         progress: Callable[[str], None] = lambda _msg: None) -> ModelMetadata:
-    """Write the wrapped SavedModel of ``src`` at ``out`` and return its metadata."""
+         progress: Callable[[str], None] = lambda _msg: None,
+         warn: Callable[[str], None] | None = None) -> ModelMetadata:
+    """Write the wrapped SavedModel of ``src`` at ``out`` and return its metadata.
+
+    `warn` gets each hint of the source that disagrees with the options (see
+    `modelprep.hints`); by default it is a `PreprocessingHintWarning`.
+    """
     import tensorflow as tf
 
     options = options or WrapOptions()
@@ -96,6 +107,7 @@ def wrap(src: str | Path, out: str | Path, options: WrapOptions | None = None,
     inputs = plan_inputs(source.signature, source.inputs, options)
     outputs = plan_outputs(source.signature, source.outputs, options)
     kept = _kept_signatures(source, options.keep_signatures, progress)
+    _warn_about_hints(source, inputs, options, warn or _hint_warning)
 
     module = tf.Module()
     if source.owner is not None:
@@ -132,6 +144,22 @@ def wrap(src: str | Path, out: str | Path, options: WrapOptions | None = None,
         _restore_methods(tmp, {k: s.method for k, s in kept.items()})
         metadata.save(tmp)
     return metadata
+
+
+def _warn_about_hints(source: Source, inputs: list[InputPlan], options: WrapOptions,
+                      warn: Callable[[str], None]) -> None:
+    image = next((p for p in inputs if p.image is not None), None)
+    if image is None or image.image is None:
+        return
+    for hint in source.hints:
+        message = hint.disagreement(image.image.normalization,
+                                    explicit=options.normalization is not None)
+        if message:
+            warn(f"input {image.source!r}: {message}")
+
+
+def _hint_warning(message: str) -> None:
+    warnings.warn(message, PreprocessingHintWarning, stacklevel=4)
 
 
 def wrap_summary(metadata: ModelMetadata) -> str:

@@ -252,8 +252,14 @@ def test_cli_export_then_inspect_the_model_base(demo_model, tmp_path, capsys):
 
     info = describe(base / "mnist")
     assert (info.model_base, info.versions) == (str(base / "mnist"), (3,))
-    assert info.metadata["name"] == "digits"
+    # the name the function asks TF Serving for is the one it is served under
+    assert info.metadata["name"] == "mnist"
     assert [s.key for s in info.signatures] == ["serving_default"]
+    assert ModelMetadata.load(tmp_path / "prepared").name == "digits"  # the source untouched
+    shown = subprocess.run([sys.executable, "-m", "modelprep.cli", "inspect", str(base / "mnist")],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "  name       mnist" in shown.stdout.splitlines()
+    assert "warning" not in shown.stdout
 
     from modelprep.cli import main
 
@@ -261,3 +267,26 @@ def test_cli_export_then_inspect_the_model_base(demo_model, tmp_path, capsys):
                  "--version", "3"])
     assert code == 1
     assert "already exists (version 3)" in capsys.readouterr().err
+
+
+def test_export_name_reaches_the_litert_flavours_and_inspect_warns_on_a_mismatch(
+        demo_model, tmp_path):
+    """A model base whose folder differs from its metadata's name: the function would ask
+    the server for a model that does not exist, and inspect says so."""
+    from modelprep.inspect import describe, format_info
+
+    prepared = tmp_path / "prepared"
+    shutil.copytree(demo_model.served, prepared)
+    (prepared / "litert").mkdir()
+    flavour = ModelMetadata.load(demo_model.served)
+    (prepared / "litert" / "model_float.json").write_text(flavour.to_json())
+    result = export(prepared, tmp_path / "serving", ExportOptions(name="fer", warmup=0))
+    assert ModelMetadata.load(result.path).name == "fer"
+    assert ModelMetadata.from_json(
+        (result.path / "litert" / "model_float.json").read_text()).name == "fer"
+
+    shutil.copytree(result.path, tmp_path / "serving" / "emotions" / "1")
+    text = format_info(describe(tmp_path / "serving" / "emotions"))
+    assert ('  warning: the metadata names the model "fer" but it is served as "emotions" '
+            '(its folder): the function asks the server for "fer"; export it again with '
+            '--name emotions') in text.splitlines()
