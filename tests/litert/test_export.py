@@ -194,3 +194,44 @@ def test_cli_errors(tmp_path, demo_model):
     assert out.returncode == 2
     assert f"modelprep: error: original model {tmp_path} is not a SavedModel directory" \
         in out.stderr
+
+
+def test_an_int8_flavour_that_misses_its_tolerance_is_marked_unverified(demo_model, tmp_path):
+    """Calibrated on one blank image, int8's input range collapses to nothing: verify
+    catches it, the command exits 4, and the flavour's metadata says verified: false (the
+    litert backend refuses it unless told otherwise). The float flavour still passes."""
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    (blank / "blank.png").write_bytes(encode(np.zeros((28, 28), np.uint8)))
+    out = run_cli("litert", str(demo_model.served), "--out", str(tmp_path / "lite"),
+                  "--images", str(blank), "--verify-count", "32")
+    assert out.returncode == 4, out.stderr
+    assert "int8 calibrated on 1 images from" in out.stdout
+    assert out.stdout.rstrip().endswith("FAILED")
+    assert ("The int8 flavour's metadata says verified: false, so the litert backend refuses "
+            "it unless LITERT_ALLOW_UNVERIFIED=true") in out.stderr
+    int8 = ModelMetadata.from_json((tmp_path / "lite" / "model_int8.json").read_text())
+    assert int8.source["verified"] is False
+    assert int8.source["verification"].startswith("32 images (32 held-out digits): int8 scores: ")
+    flt = ModelMetadata.from_json((tmp_path / "lite" / "model_float.json").read_text())
+    assert flt.source["verified"] is True
+    assert flt.source["verification"].startswith("32 images (32 held-out digits): scores: "
+                                                 "argmax 100.00%")
+
+
+def test_int8_on_generated_images_says_why_it_should_get_photos(rgb_model):
+    from modelprep.litert import LiteRTOptions, export_litert
+
+    heard: list[str] = []
+    result = export_litert(rgb_model / "served", LiteRTOptions(
+        flavours=("int8",), out=rgb_model / "lite-synthetic", count=8, verify=False),
+        warn=heard.append)
+    assert heard == [
+        "int8 is calibrated on 8 synthetic 32x32x3 images (seed 0) because no --images DIR "
+        "was given: generated images do not span the value ranges real photos reach inside "
+        "the model, so int8 answers may drift; give --images DIR with 100 or more "
+        "representative 32x32 photos (any size is resized)"]
+    assert f"warning: {heard[0]}" in result.format()
+    (file,) = result.files
+    assert file.metadata.source["verified"] is False
+    assert file.metadata.source["verification"] == "not verified (exported with --no-verify)"
