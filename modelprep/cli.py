@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from modelmeta import NORMALIZATIONS, RESIZE_MODES, MetadataError, Normalization
+from modelmeta import NORMALIZATIONS, RESIZE_MODES, MetadataError
+from modelprep import options as text_forms
 from modelprep.errors import ModelprepError
 
 
@@ -312,21 +314,14 @@ def _wrap(args) -> int:
     from modelprep.options import (
         input_layers,
         keep_signatures,
+        normalization_from_flags,
         output_layers,
+        output_roles,
         parse_graph_tensors,
+        parse_labels,
     )
     from modelprep.wrap import WrapOptions, wrap, wrap_summary
 
-    roles = {}
-    for item in args.output:
-        name, sep, role = item.partition("=")
-        if not sep:
-            raise ModelprepError(f"--output takes NAME=ROLE, got {item!r}")
-        roles[name] = role
-    normalization = None
-    if args.normalize or args.mean or args.std or args.invert:
-        normalization = Normalization(mode=args.normalize or ("meanstd" if args.mean else "unit"),
-                                      mean=args.mean, std=args.std, invert=args.invert)
     options = WrapOptions(
         name=args.name,
         signature=args.signature,
@@ -341,10 +336,10 @@ def _wrap(args) -> int:
         height=args.size[0] if args.size else None,
         width=args.size[1] if args.size else None,
         channels=args.channels,
-        normalization=normalization,
+        normalization=normalization_from_flags(args.normalize, args.mean, args.std, args.invert),
         resize=args.resize,
-        labels=_labels(args.labels),
-        output_roles=roles,
+        labels=parse_labels(args.labels) if args.labels else None,
+        output_roles=output_roles(args.output),
         outputs=output_layers(args.quantize_output, args.png_output),
         overwrite=args.overwrite,
     )
@@ -411,84 +406,32 @@ class _StoreItem(argparse.Action):
         setattr(namespace, self.dest, {**(getattr(namespace, self.dest, None) or {}), key: value})
 
 
-def _name_tolerance(value: str) -> tuple[str, float]:
-    name, sep, number = value.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=TOL, got {value!r}")
-    return name, _non_negative_float(number)
+def _text_form(parse: Callable[[str], Any], name: str) -> Callable[[str], Any]:
+    """An argparse ``type`` from a `modelprep.options` parser (the one text form a recipe
+    string shares), its errors as argparse's usage errors."""
+    def convert(value: str) -> Any:
+        try:
+            return parse(value)
+        except ModelprepError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = name
+    return convert
+
+
+_name_tolerance = _text_form(text_forms.parse_name_number, "NAME=TOL")
+_graph_tensors = _text_form(text_forms.parse_graph_tensors, "tensors")
+_non_negative_float = _text_form(text_forms.parse_non_negative_float, "number")
+_non_negative_int = _text_form(text_forms.parse_non_negative_int, "integer")
+_positive_int = _text_form(text_forms.parse_positive_int, "integer")
+_size = _text_form(text_forms.parse_size, "size")
+_floats = _text_form(text_forms.parse_floats, "numbers")
 
 
 def _reference_preprocess(value: str) -> Any:
     from modelprep.reference import ReferencePreprocess
 
-    try:
-        return ReferencePreprocess.parse(value)
-    except ModelprepError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _graph_tensors(value: str) -> dict[str, str]:
-    from modelprep.options import LayerSyntaxError, parse_graph_tensors
-
-    try:
-        return parse_graph_tensors(value)
-    except LayerSyntaxError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _non_negative_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if not number >= 0 or number == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {value!r}")
-    return number
-
-
-def _non_negative_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
-    return number
-
-
-def _positive_int(value: str) -> int:
-    number = _non_negative_int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
-
-
-def _labels(value: str | None) -> tuple[str, ...] | None:
-    if not value:
-        return None
-    path = Path(value)
-    if path.is_file():
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        return tuple(line for line in lines if line)
-    return tuple(part.strip() for part in value.split(","))
-
-
-def _size(value: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 224x224, got {value!r}") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {value!r}")
-    return h, w
-
-
-def _floats(value: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in value.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {value!r}") from None
+    return _text_form(ReferencePreprocess.parse, "reference")(value)
 
 
 def _progress(message: str) -> None:

@@ -20,11 +20,12 @@ A recipe is TOML with up to three tables, run in this order by
 Keys are the command-line flags' names in snake_case (``--image-input`` is
 ``image_input``); ``[wrap]`` also takes every `WrapOptions` field by its own
 name (``height``, ``normalization = { mode = "meanstd", ... }``), and
-``[verify]``/``[export]`` are `VerifyOptions`/`ExportOptions`. Values are
-converted from the option classes' type hints, so an option added to one of
-them is a recipe key at once. Fields typed `Path` are taken relative to the
-recipe file; other strings are left as they are. An unknown key, or a value
-of the wrong type, is an error that names it.
+``[verify]``/``[export]`` are `VerifyOptions`/`ExportOptions`. A string in a
+flag's text form goes through the command line's own parser (`modelprep.options`);
+other values are converted from the option classes' type hints by cattrs, so an
+option added to one of them is a recipe key at once. Fields typed `Path` are
+taken relative to the recipe file; other strings are left as they are. An
+unknown key, or a value of the wrong type, is an error that names it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelmeta import MetadataError, ModelMetadata, Normalization
+import cattrs
+
+from modelmeta import MetadataError, ModelMetadata
+from modelprep import options
 from modelprep.errors import ModelprepError
 from modelprep.export import ExportOptions, ExportResult
 from modelprep.verify import VerifyOptions, VerifyReport
@@ -109,8 +113,8 @@ def options_from_table(cls: type, table: Mapping[str, Any], recipe: str | Path) 
     """An option dataclass from a TOML table, each value converted from the field's type
     hint (nested dataclasses from tables, `Path`s relative to the `recipe` file)."""
     recipe = Path(recipe)
-    return _Converter(recipe.resolve().parent, str(recipe)).dataclass(cls, dict(table),
-                                                                     f"[{cls.__name__}]")
+    return _Convert(recipe.resolve().parent, str(recipe)).options(cls, dict(table),
+                                                                  f"[{cls.__name__}]")
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -152,7 +156,7 @@ def parse_recipe(data: Mapping[str, Any], path: Path) -> Recipe:
             raise RecipeError(f"{where}: [{section}] has no key {unknown[0]!r}; valid keys: "
                               f"{', '.join(sorted(keys[section]))}")
 
-    convert = _Converter(base_dir, where)
+    convert = _Convert(base_dir, where)
     wrap = verify = export = None
     if "wrap" in data:
         table = dict(data["wrap"])
@@ -167,17 +171,18 @@ def parse_recipe(data: Mapping[str, Any], path: Path) -> Recipe:
                                 default=wrap.out if wrap else None)
         for key in ("graph_inputs", "graph_outputs"):  # a frozen GraphDef's, as for wrap
             if isinstance(table.get(key), str):
-                table[key] = _graph_tensors(table[key], f"[verify] {key}", where)
+                table[key] = _cli_form(lambda k=key: options.parse_graph_tensors(table[k], k),
+                                       f"[verify] {key}", where)
             elif key not in table and wrap and getattr(wrap.options, key, None):
                 table[key] = dict(getattr(wrap.options, key))
-        verify = VerifyStep(original, prepared, convert.dataclass(VerifyOptions, table,
+        verify = VerifyStep(original, prepared, convert.options(VerifyOptions, table,
                                                                   "[verify]"))
     if "export" in data:
         table = dict(data["export"])
         default = wrap.out if wrap else (verify.prepared if verify else None)
         prepared = convert.path(table.pop("prepared", None), "[export] prepared", default=default)
         base = convert.path(table.pop("base", None), "[export] base", required=True)
-        export = ExportStep(prepared, base, convert.dataclass(ExportOptions, table, "[export]"))
+        export = ExportStep(prepared, base, convert.options(ExportOptions, table, "[export]"))
     return Recipe(path=path, wrap=wrap, verify=verify, export=export)
 
 
@@ -213,12 +218,11 @@ def run_recipe(recipe: Recipe, progress: Callable[[str], None] = lambda _msg: No
 # --- [wrap]: CLI flags and WrapOptions fields ----------------------------------------
 
 
-def _wrap_options(table: dict[str, Any], convert: _Converter) -> WrapOptions:
-    """`WrapOptions` from a [wrap] table: the flags in `WRAP_FLAGS` the way the command line
-    reads them, text forms of fields (``labels = "labels.txt"``, ``keep_signatures =
-    "a,b"``, ``graph_inputs = "images=input:0"``) likewise, everything else by type hint."""
-    from modelprep.options import input_layers, keep_signatures, output_layers
-
+def _wrap_options(table: dict[str, Any], convert: _Convert) -> WrapOptions:
+    """`WrapOptions` from a [wrap] table: the flags in `WRAP_FLAGS` and the text forms of
+    fields (``labels = "labels.txt"``, ``keep_signatures = "a,b"``, ``graph_inputs =
+    "images=input:0"``) through the command line's own parsers (`modelprep.options`),
+    everything else by type hint."""
     where = convert.where
     values: dict[str, Any] = {}
     if "size" in table:
@@ -227,41 +231,42 @@ def _wrap_options(table: dict[str, Any], convert: _Converter) -> WrapOptions:
     norm_flags = {k: table.pop(k) for k in ("normalize", "mean", "std", "invert") if k in table}
     if norm_flags:
         _exclusive(table, "/".join(norm_flags), ("normalization",), where)
-        mean = norm_flags.get("mean")
-        norm: dict[str, Any] = {  # as the CLI: meanstd when a mean is given, else unit
-            "mode": norm_flags.get("normalize", "meanstd" if mean is not None else "unit"),
-            "invert": norm_flags.get("invert", False)}
-        for key in ("mean", "std"):
-            if key in norm_flags:
-                norm[key] = _floats(norm_flags[key], f"[wrap] {key}", where)
-        values["normalization"] = convert.dataclass(Normalization, norm, "[wrap] normalize")
+        mean, std = (_floats(norm_flags[k], f"[wrap] {k}", where) if k in norm_flags else None
+                     for k in ("mean", "std"))
+        values["normalization"] = _cli_form(lambda: options.normalization_from_flags(
+            convert.structure(norm_flags.get("normalize"), str | None, "[wrap] normalize"),
+            mean, std, convert.structure(norm_flags.get("invert", False), bool,
+                                         "[wrap] invert")), "[wrap] normalize", where)
     if "output" in table:
         _exclusive(table, "output", ("output_roles",), where)
-        values["output_roles"] = dict(_assignments(table.pop("output"), "output", where))
+        items = _items(_assignments(table.pop("output"), "output", where))
+        values["output_roles"] = _cli_form(lambda: options.output_roles(items), "[wrap] output",
+                                           where)
     if "input" in table:
         _exclusive(table, "input", ("inputs",), where)
-        items = _assignments(table.pop("input"), "input", where)
-        values["inputs"] = _cli_form(lambda: input_layers(_items(items)), "[wrap] input", where)
+        items = _items(_assignments(table.pop("input"), "input", where))
+        values["inputs"] = _cli_form(lambda: options.input_layers(items), "[wrap] input", where)
     if "quantize_output" in table or "png_output" in table:
         _exclusive(table, "quantize_output/png_output", ("outputs",), where)
-        quantize = _assignments(table.pop("quantize_output", []), "quantize_output", where)
-        png = _assignments(table.pop("png_output", []), "png_output", where, optional=True)
-        values["outputs"] = _cli_form(lambda: output_layers(_items(quantize), _items(png)),
+        quantize = _items(_assignments(table.pop("quantize_output", []), "quantize_output",
+                                       where))
+        png = _items(_assignments(table.pop("png_output", []), "png_output", where,
+                                  optional=True))
+        values["outputs"] = _cli_form(lambda: options.output_layers(quantize, png),
                                       "[wrap] quantize_output/png_output", where)
     text_forms: dict[str, Callable[[str], Any]] = {
-        "labels": lambda v: _labels(v, convert),
-        "keep_signatures": keep_signatures,
-        "graph_inputs": lambda v: _graph_tensors(v, "[wrap] graph_inputs", where),
-        "graph_outputs": lambda v: _graph_tensors(v, "[wrap] graph_outputs", where),
+        "labels": lambda v: options.parse_labels(v, convert.base_dir),
+        "keep_signatures": options.keep_signatures,
+        "graph_inputs": lambda v: options.parse_graph_tensors(v, "graph_inputs"),
+        "graph_outputs": lambda v: options.parse_graph_tensors(v, "graph_outputs"),
     }
-    fields = _field_types(WrapOptions)
     for key, value in table.items():
         if key in text_forms and isinstance(value, str):
             values[key] = _cli_form(lambda k=key, v=value: text_forms[k](v), f"[wrap] {key}",
                                     where)
         else:
-            values[key] = convert.value(value, fields[key], f"[wrap] {key}")
-    return convert.build(WrapOptions, values, "[wrap]")
+            values[key] = value
+    return convert.options(WrapOptions, values, "[wrap]")
 
 
 def _assignments(value: Any, key: str, where: str,
@@ -269,7 +274,7 @@ def _assignments(value: Any, key: str, where: str,
     """A repeatable ``NAME=VALUE`` flag: ``{ NAME = "VALUE" }`` or ``["NAME=VALUE"]``
     (with `optional`, also ``["NAME"]`` and ``{ NAME = true }``)."""
     if isinstance(value, dict):
-        pairs = []
+        pairs: list[tuple[str, str | None]] = []
         for name, item in value.items():
             if optional and item is True:
                 pairs.append((name, None))
@@ -288,13 +293,6 @@ def _assignments(value: Any, key: str, where: str,
                       f"\"NAME=VALUE\" as on the command line; got {value!r}")
 
 
-def _graph_tensors(value: str, key: str, where: str) -> dict[str, str]:
-    """``"images=input:0,probs=softmax:0"`` as on the command line."""
-    from modelprep.options import parse_graph_tensors
-
-    return _cli_form(lambda: parse_graph_tensors(value, key), key, where)
-
-
 def _items(pairs: list[tuple[str, str | None]]) -> list[str]:
     return [name if value is None else f"{name}={value}" for name, value in pairs]
 
@@ -302,6 +300,8 @@ def _items(pairs: list[tuple[str, str | None]]) -> list[str]:
 def _cli_form(parse: Callable[[], Any], key: str, where: str) -> Any:
     try:
         return parse()
+    except RecipeError:
+        raise
     except (ModelprepError, MetadataError, ValueError) as exc:
         raise RecipeError(f"{where}: {key}: {exc}") from exc
 
@@ -315,55 +315,54 @@ def _exclusive(table: dict[str, Any], flag: str, fields: tuple[str, ...], where:
 
 def _size(value: Any, where: str) -> tuple[int, int]:
     """``"224x224"`` as on the command line, or ``[224, 224]``."""
-    parts = value.lower().split("x") if isinstance(value, str) else value
     try:
-        height, width = (_positive_int(p) for p in parts)
-    except (TypeError, ValueError):
-        raise RecipeError(f"{where}: [wrap] size must be \"HxW\" or [H, W] with positive "
-                          f"integers, got {value!r}") from None
-    return height, width
+        if isinstance(value, str):
+            return options.parse_size(value)
+        height, width = value
+        if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+            return height, width
+    except (TypeError, ValueError, ModelprepError):
+        pass
+    raise RecipeError(f"{where}: [wrap] size must be \"HxW\" or [H, W] with positive "
+                      f"integers, got {value!r}")
 
 
-def _positive_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise TypeError(value)
-    number = int(value)
-    if number < 1:
-        raise ValueError(value)
-    return number
-
-
-def _floats(value: Any, key: str, where: str) -> list[float]:
+def _floats(value: Any, key: str, where: str) -> tuple[float, ...]:
     """``[1.0, 2.0]``, or ``"1,2"`` as on the command line."""
-    items = value.split(",") if isinstance(value, str) else value
     try:
-        if not isinstance(items, list) or any(isinstance(v, bool) for v in items):
-            raise TypeError(value)
-        return [float(v) for v in items]
-    except (TypeError, ValueError):
-        raise RecipeError(f"{where}: {key} must be a list of numbers (or \"1,2,3\"), "
-                          f"got {value!r}") from None
+        if isinstance(value, str):
+            return options.parse_floats(value)
+        if isinstance(value, list) and all(isinstance(v, (int, float))
+                                           and not isinstance(v, bool) for v in value):
+            return tuple(float(v) for v in value)
+    except ModelprepError:
+        pass
+    raise RecipeError(f"{where}: {key} must be a list of numbers (or \"1,2,3\"), "
+                      f"got {value!r}")
 
 
-def _labels(value: str, convert: _Converter) -> tuple[str, ...]:
-    """A file beside the recipe with one label per line, or a comma-separated list."""
-    path = convert.base_dir / value
-    if path.is_file():
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        return tuple(line for line in lines if line)
-    return tuple(part.strip() for part in value.split(","))
+# --- values from type hints: cattrs, strict about types ---------------------------------
 
 
-# --- values from type hints ----------------------------------------------------------
+class _Mismatch(TypeError):
+    """A value of the wrong type for its field (as opposed to a right-typed value that fails
+    a check); the message says what was expected."""
+
+    def __init__(self, value: Any, hint: Any) -> None:
+        super().__init__(f"must be {_describe(hint)}, got {value!r}")
 
 
-class _Converter:
-    """Recipe values to the types the option classes declare, with messages that name the
-    recipe file and key."""
+class _Convert:
+    """Recipe values to the option classes' types by their type hints (cattrs), strictly:
+    no string becomes a number, no number a string, no string a list of its letters.
+    `Path` fields are taken relative to the recipe; dataclasses with a ``parse`` text
+    form (layers, quantizations, the reference preprocessing) take it from a string.
+    Errors name the recipe file and the key, down to ``layers.mask`` or ``tags[1]``."""
 
     def __init__(self, base_dir: Path, where: str) -> None:
         self.base_dir = base_dir
         self.where = where
+        self.converter = _converter(base_dir)
 
     def fail(self, key: str, message: str) -> RecipeError:
         return RecipeError(f"{self.where}: {key}: {message}")
@@ -378,85 +377,150 @@ class _Converter:
             raise self.fail(key, f"must be a path (a string), got {value!r}")
         return (self.base_dir / Path(value).expanduser()).resolve()
 
-    def dataclass(self, cls: type, table: Any, key: str) -> Any:
+    def options(self, cls: type, table: Any, key: str) -> Any:
         if not isinstance(table, dict):
-            raise self.mismatch(key, cls, table)
-        types_ = _field_types(cls)
-        unknown = sorted(set(table) - set(types_))
-        if unknown:
-            raise self.fail(key, f"has no key {unknown[0]!r}; valid keys: "
-                                 f"{', '.join(sorted(types_))}")
-        values = {k: self.value(v, types_[k], f"{key} {k}" if key.endswith("]") else
-                                f"{key}.{k}") for k, v in table.items()}
-        return self.build(cls, values, key)
+            raise self.fail(key, f"must be a table ({cls.__name__}), got {table!r}")
+        return self.structure(table, cls, key)
 
-    def build(self, cls: type, values: dict[str, Any], key: str) -> Any:
+    def structure(self, value: Any, hint: Any, key: str) -> Any:
         try:
-            return cls(**values)
-        except (MetadataError, ValueError, TypeError) as exc:
+            return self.converter.structure(value, hint)
+        except cattrs.BaseValidationError as exc:
+            path, leaf = _first_error(exc, key)
+            raise self.fail(path, _message(leaf)) from exc
+        except cattrs.ForbiddenExtraKeysError as exc:
+            raise self.fail(key, _message(exc)) from exc
+        except (ModelprepError, MetadataError, ValueError, TypeError) as exc:
             raise self.fail(key, str(exc)) from exc
 
-    def value(self, value: Any, hint: Any, key: str) -> Any:
-        origin = typing.get_origin(hint)
-        args = typing.get_args(hint)
-        if hint is Any:
+
+def _converter(base_dir: Path) -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+
+    def strict(hint: type, accepts: Callable[[Any], bool]) -> None:
+        def hook(value: Any, _: Any) -> Any:
+            if not accepts(value):
+                raise _Mismatch(value, hint)
+            return hint(value)
+
+        converter.register_structure_hook(hint, hook)
+
+    strict(bool, lambda v: isinstance(v, bool))
+    strict(int, lambda v: isinstance(v, int) and not isinstance(v, bool))
+    strict(float, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
+    strict(str, lambda v: isinstance(v, str))
+
+    def path(value: Any, _: Any) -> Path:
+        if not isinstance(value, str) or not value:
+            raise _Mismatch(value, Path)
+        return (base_dir / Path(value).expanduser()).resolve()
+
+    def literal(value: Any, hint: Any) -> Any:
+        if value not in typing.get_args(hint):
+            raise _Mismatch(value, hint)
+        return value
+
+    def keep(value: Any, _: Any) -> Any:  # WrapOptions.keep_signatures
+        return value if isinstance(value, bool) else converter.structure(value, tuple[str, ...])
+
+    converter.register_structure_hook(Path, path)
+    converter.register_structure_hook(bool | tuple[str, ...], keep)
+    converter.register_structure_hook_func(lambda t: typing.get_origin(t) is typing.Literal,
+                                           literal)
+    converter.register_structure_hook_factory(
+        lambda t: typing.get_origin(t) in (tuple, list, Sequence, dict, Mapping),
+        lambda t: _shaped(t, _container_hook(t, converter)))
+    converter.register_structure_hook_factory(
+        lambda t: dataclasses.is_dataclass(t) and isinstance(t, type),
+        lambda t: _dataclass_hook(t, converter))
+    return converter
+
+
+def _container_hook(hint: Any, converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    from cattrs.cols import (
+        homogenous_tuple_structure_factory,
+        list_structure_factory,
+        mapping_structure_factory,
+    )
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (dict, Mapping):
+        return mapping_structure_factory(hint, converter)
+    if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+        return converter.gen_structure_hetero_tuple(hint)
+    if origin is tuple:
+        return homogenous_tuple_structure_factory(hint, converter)
+    return list_structure_factory(hint, converter)
+
+
+def _shaped(hint: Any, hook: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """Refuse what is not a list (or table) before cattrs iterates it: a string is not a
+    list of its letters; a fixed-size tuple needs exactly its number of items."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    mapping = origin in (dict, Mapping)
+
+    def structure(value: Any, _: Any) -> Any:
+        if not isinstance(value, dict if mapping else (list, tuple)):
+            raise _Mismatch(value, hint)
+        fixed = origin is tuple and not (len(args) == 2 and args[1] is Ellipsis)
+        if fixed and len(value) != len(args):
+            raise _Mismatch(value, hint)
+        return hook(value, hint)
+
+    return structure
+
+
+def _dataclass_hook(cls: type, converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    """A table of the fields; a string for classes with a ``parse`` text form; an instance
+    as it is (the [wrap] flags give ready-made ones)."""
+    from cattrs.gen import make_dict_structure_fn
+
+    from_table = make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True)
+    names = sorted(_field_names(cls))
+    parse = getattr(cls, "parse", None)
+
+    def structure(value: Any, _: Any) -> Any:
+        if isinstance(value, cls):
             return value
-        if origin in (typing.Union, types.UnionType):
-            deeper = []  # errors past the type check: the value had the right shape
-            for option in (a for a in args if a is not type(None)):
-                try:
-                    return self.value(value, option, key)
-                except _TypeMismatch:
-                    continue
-                except RecipeError as exc:
-                    deeper.append(exc)
-            if deeper:
-                raise deeper[0]
-            raise self.mismatch(key, hint, value)
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-        elif hint is int:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-        elif hint is float:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-        elif hint is str:
-            if isinstance(value, str):
-                return value
-        elif hint is Path:
-            return self.path(value, key)
-        elif origin is typing.Literal:
-            if value in args:
-                return value
-        elif origin is tuple and isinstance(value, list):
-            if len(args) == 2 and args[1] is Ellipsis:
-                return tuple(self.value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-            if len(args) == len(value):
-                return tuple(self.value(v, a, f"{key}[{i}]")
-                             for i, (v, a) in enumerate(zip(value, args, strict=True)))
-        elif origin in (list, Sequence) and isinstance(value, list):
-            return [self.value(v, args[0] if args else Any, f"{key}[{i}]")
-                    for i, v in enumerate(value)]
-        elif origin in (dict, Mapping) and isinstance(value, dict):
-            value_type = args[1] if len(args) == 2 else Any
-            return {k: self.value(v, value_type, f"{key}.{k}") for k, v in value.items()}
-        elif dataclasses.is_dataclass(hint) and isinstance(hint, type):
-            if isinstance(value, str) and callable(getattr(hint, "parse", None)):
-                try:  # the option's text form, as on the command line
-                    return hint.parse(value)
-                except (ModelprepError, MetadataError, ValueError) as exc:
-                    raise self.fail(key, str(exc)) from exc
-            return self.dataclass(hint, value, key)
-        raise self.mismatch(key, hint, value)
+        if isinstance(value, str) and parse is not None:
+            return parse(value)
+        if not isinstance(value, dict):
+            raise _Mismatch(value, cls)
+        unknown = sorted(set(value) - set(names))
+        if unknown:  # before cattrs, which would first complain of a missing key
+            raise ValueError(f"has no key {unknown[0]!r}; valid keys: {', '.join(names)}")
+        return from_table(value, cls)
 
-    def mismatch(self, key: str, hint: Any, value: Any) -> RecipeError:
-        return _TypeMismatch(f"{self.where}: {key}: must be {_describe(hint)}, got {value!r}")
+    return structure
 
 
-class _TypeMismatch(RecipeError):
-    """A value of the wrong type (as opposed to a right-typed value that fails a check)."""
+def _first_error(exc: BaseException, key: str) -> tuple[str, BaseException]:
+    """The first leaf of cattrs' exception tree, with the key path that leads to it."""
+    if isinstance(exc, (cattrs.ClassValidationError, cattrs.IterableValidationError)):
+        with_notes, without = exc.group_exceptions()
+        for inner, note in with_notes:
+            step = getattr(note, "name", None)
+            if step is None:
+                index = note.index
+                step = f"[{index}]" if isinstance(index, int) else f".{index}"
+            elif key.endswith("]"):
+                step = f" {step}"
+            else:
+                step = f".{step}"
+            return _first_error(inner, key + step)
+        if without:
+            return _first_error(without[0], key)
+    return key, exc
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        valid = sorted(_field_names(exc.cl))
+        return (f"has no key {sorted(exc.extra_fields)[0]!r}; valid keys: "
+                f"{', '.join(valid)}")
+    if isinstance(exc, KeyError):
+        return "is required"
+    return str(exc)
 
 
 def _describe(hint: Any) -> str:
@@ -476,7 +540,7 @@ def _describe(hint: Any) -> str:
         return f"a list of {_plural(args[0])}" if args else "a list"
     if origin in (dict, Mapping):
         return f"a table of {_plural(args[1])}" if len(args) == 2 else "a table"
-    if dataclasses.is_dataclass(hint):
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return f"a table ({hint.__name__})"
     return str(hint)
 
@@ -489,13 +553,8 @@ def _plural(hint: Any) -> str:
     return text
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
-
-
 def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(_field_types(cls))
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init)
 
 
 def _toml() -> Any:

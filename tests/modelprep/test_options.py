@@ -15,7 +15,7 @@ from modelmeta import Normalization, Quantization
 from modelprep.errors import ModelprepError
 from modelprep.options import (
     InputLayer,
-    LayerSyntaxError,
+    OptionSyntaxError,
     OutputLayer,
     QuantizeSpec,
     input_layers,
@@ -69,7 +69,7 @@ def test_input_layer_text(text, expected):
     ("tensor:-1,0", "tensor shape dimensions must be positive or -1, got [-1, 0]"),
 ])
 def test_input_layer_text_errors(text, message):
-    with pytest.raises(LayerSyntaxError) as excinfo:
+    with pytest.raises(OptionSyntaxError) as excinfo:
         InputLayer.parse(text)
     assert message in str(excinfo.value)
     assert isinstance(excinfo.value, ModelprepError)  # one line, exit 1 on the command line
@@ -96,7 +96,7 @@ def test_output_layer_text(text, expected):
     ("float:1", "an output layer is float"),
 ])
 def test_output_layer_text_errors(text, message):
-    with pytest.raises(LayerSyntaxError, match=None) as excinfo:
+    with pytest.raises(OptionSyntaxError, match=None) as excinfo:
         OutputLayer.parse(text)
     assert message in str(excinfo.value)
 
@@ -110,14 +110,14 @@ def test_flags_map_onto_the_option_mappings():
         "rgb": OutputLayer("png")}
     assert keep_signatures(False) is False and keep_signatures(True) is True
     assert keep_signatures("a, b") == ("a", "b")
-    with pytest.raises(LayerSyntaxError, match="--input names 'a' twice"):
+    with pytest.raises(OptionSyntaxError, match="--input names 'a' twice"):
         input_layers(["a=tensor", "a=image_bytes"])
-    with pytest.raises(LayerSyntaxError, match=r"--input takes NAME=VALUE, got 'a'"):
+    with pytest.raises(OptionSyntaxError, match=r"--input takes NAME=VALUE, got 'a'"):
         input_layers(["a"])
-    with pytest.raises(LayerSyntaxError, match="output 'm' is given both --quantize-output "
+    with pytest.raises(OptionSyntaxError, match="output 'm' is given both --quantize-output "
                                                "and --png-output; choose one"):
         output_layers(["m=uint8:0:1"], ["m"])
-    with pytest.raises(LayerSyntaxError, match="--keep-signatures takes comma-separated"):
+    with pytest.raises(OptionSyntaxError, match="--keep-signatures takes comma-separated"):
         keep_signatures("a,,b")
 
 
@@ -125,14 +125,14 @@ def test_graph_tensor_names():
     assert parse_graph_tensors("input:0") == {"input": "input:0"}
     assert parse_graph_tensors("images=input, scope/logits:0,scope/split:1") == {
         "images": "input:0", "logits": "scope/logits:0", "split_1": "scope/split:1"}
-    with pytest.raises(LayerSyntaxError, match="--graph-inputs: alias 'x' used twice"):
+    with pytest.raises(OptionSyntaxError, match="--graph-inputs: alias 'x' used twice"):
         parse_graph_tensors("x=a:0,x=b:0")
-    with pytest.raises(LayerSyntaxError, match="--graph-outputs: alias '2d' must be a "
+    with pytest.raises(OptionSyntaxError, match="--graph-outputs: alias '2d' must be a "
                                                "Python-style identifier; write ALIAS=2d:0"):
         parse_graph_tensors("2d:0", "--graph-outputs")
-    with pytest.raises(LayerSyntaxError, match="'a b' is not a tensor name"):
+    with pytest.raises(OptionSyntaxError, match="'a b' is not a tensor name"):
         parse_graph_tensors("a b")
-    with pytest.raises(LayerSyntaxError, match="empty item"):
+    with pytest.raises(OptionSyntaxError, match="empty item"):
         parse_graph_tensors("a,")
 
 
@@ -162,10 +162,10 @@ def test_quantize_specs_resolve():
     assert low <= -123.7 + mrcnn.scale / 2 and high >= 151.1 - mrcnn.scale / 2
     assert QuantizeSpec("int8", scale=0.5, zero_point=-3).resolve() == Quantization("int8",
                                                                                    0.5, -3)
-    with pytest.raises(LayerSyntaxError, match="quantization zero_point must be an integer "
+    with pytest.raises(OptionSyntaxError, match="quantization zero_point must be an integer "
                                                "in -128..127 for int8, got 200"):
         QuantizeSpec("int8", scale=0.5, zero_point=200).resolve()
-    with pytest.raises(LayerSyntaxError, match=r"uint8 needs a range \(uint8:LOW:HIGH\)"):
+    with pytest.raises(OptionSyntaxError, match=r"uint8 needs a range \(uint8:LOW:HIGH\)"):
         QuantizeSpec("uint8").resolve()
     assert str(QuantizeSpec.parse("int8:-1:1")) == "int8:-1:1"
     assert str(QuantizeSpec.parse("int8:scale=0.5:zero_point=-3")) == \

@@ -323,3 +323,30 @@ def test_a_failed_verification_stops_before_export(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "FAIL" in out and "modelprep: error: output 'mask'" in err
     assert not (tmp_path / "serving").exists()
+
+
+def test_verify_references_in_a_recipe(tmp_path):
+    from modelprep.reference import ReferencePreprocess
+
+    path = write(tmp_path, """
+        [verify]
+        original = "m.keras"
+        prepared = "served"
+        reference_preprocess = "keras.applications.mobilenet_v2.preprocess_input"
+        reference_outputs = "answers.npz"
+        """.replace("\n        ", "\n"))
+    options = load_recipe(path).verify.options
+    assert options.reference_preprocess == ReferencePreprocess(
+        function="keras.applications.mobilenet_v2.preprocess_input")
+    assert options.reference_outputs == tmp_path / "answers.npz"
+    table = {"reference_preprocess": {"scale": 0.5, "offset": -1}}
+    assert options_from_table(VerifyOptions, table, path).reference_preprocess == \
+        ReferencePreprocess(scale=0.5, offset=-1.0)
+    with pytest.raises(RecipeError, match=r"reference_preprocess: reference preprocessing "
+                                          r"'1,2,3': expected a callable's dotted name"):
+        options_from_table(VerifyOptions, {"reference_preprocess": "1,2,3"}, path)
+
+
+def test_a_missing_key_of_a_nested_table_is_named(tmp_path):
+    with pytest.raises(RecipeError, match=r"\[FutureOptions\] quant.scale: is required"):
+        options_from_table(FutureOptions, {"quant": {"dtype": "int8"}}, tmp_path / "r.toml")
