@@ -23,4 +23,4 @@ ENV TF_CPP_MIN_LOG_LEVEL=2 \
     MODEL_CACHE_DIR=/tmp/models \
     BACKEND=inprocess
 
-CMD ["functions.aws.lambda_handler"]
+CMD ["functions.platforms.aws.lambda_handler"]

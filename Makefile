@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools demo serve browser test test-fast lint bench clean
+.PHONY: install tools demo serve browser test test-fast test-pythons lint bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ demo: install
 
 serve: demo
 	DEMO_PAGE=$${DEMO_PAGE:-true} $(BIN)/functions-framework --target predict \
-		--source functions/main.py --host $(HOST) --port $(PORT)
+		--host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .
@@ -54,6 +54,30 @@ test: lint browser tools
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The fast suite under each Python the project supports (requires-python in pyproject.toml)
+# that this machine has, on PATH or under pyenv, each in its own virtualenv built from
+# requirements.lock like .venv (.venv-py3.11, .venv-py3.12, .venv-py3.13), all sharing one
+# pip cache; a missing Python is skipped and said so.
+TEST_PYTHONS ?= 3.11 3.12 3.13
+PIP_CACHE ?= $(CURDIR)/build/pip-cache
+
+test-pythons:
+	@for v in $(TEST_PYTHONS); do \
+		py=""; \
+		for c in python$$v $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$v.*/bin/python$$v \
+				2>/dev/null | sort -rV); do \
+			if "$$c" -c "import sys; sys.exit(sys.version_info[:2] != ($${v%%.*}, $${v#*.}))" \
+					>/dev/null 2>&1; then py=$$c; break; fi; \
+		done; \
+		if [ -z "$$py" ]; then \
+			echo "test-pythons: Python $$v skipped: no python$$v that runs on PATH or under pyenv"; \
+			continue; \
+		fi; \
+		echo "test-pythons: Python $$v ($$py) in .venv-py$$v"; \
+		PIP_CACHE_DIR="$(PIP_CACHE)" $(MAKE) --no-print-directory test-fast \
+			VENV=.venv-py$$v PYTHON="$$py" || exit 1; \
+	done
 
 bench: demo
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from functions.app import App
     from functions.backends.inprocess import InProcessBackend
     from functions.config import Settings
-    from functions.http import Headers, HttpRequest
+    from functions.httpio import Headers, HttpRequest
     from modelmeta import ModelMetadata
     from modelprep.preprocess import image_batch
 

@@ -132,7 +132,7 @@ LAMBDA_SCRIPT = """
 import base64, json, sys
 if len(sys.argv) > 2:
     sys.path.insert(0, sys.argv[2])
-from functions.aws import lambda_handler
+from functions.platforms.aws import lambda_handler
 event = {"version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
          "headers": {"content-type": "image/png"},
          "requestContext": {"http": {"method": "POST", "path": "/", "protocol": "HTTP/1.1",

@@ -107,7 +107,7 @@ class serve:
                "LOG_LEVEL": "WARNING"}
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "functions-framework"), "--target", "predict",
-             "--source", str(ROOT / "functions" / "main.py"), "--host", "127.0.0.1",
+            "--host", "127.0.0.1",
              "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}/"

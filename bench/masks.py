@@ -11,7 +11,7 @@ segmentation demo (int8 pixels in, uint8 masks out) in this process, then:
 * **dequantization error**: the served model's uint8 masks, dequantized, against the
   float model's masks on the same pixels, in quantization steps (goal: within one);
   and the original ``cast(mask * 255, int8)`` for contrast.
-* **post-processing time**: `functions.masks` (dequantize, unmold, threshold, encode,
+* **post-processing time**: `functions.answers.masks` (dequantize, unmold, threshold, encode,
   with the response-size check) against a straightforward per-instance loop, as in
   matterport's ``unmold_detections`` (Pillow resize per detection, paste into an
   image-sized array, encode that), in the same run, interleaved, median of rounds.
@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 
 from bench.report import Goal, Row, markdown_table
-from functions import masks as M
-from functions.decode import ImageInput
-from functions.inputs import image_geometry, model_inputs
+from functions.answers import masks as M
+from functions.feed import image_geometry, model_inputs
+from functions.quantization import dequantize_reply
+from functions.request.images import ImageInput
 from modelprep import segmentation as S
 
 GROUP = 5
@@ -148,7 +149,7 @@ def byte_rows(out: Outputs) -> list[Row]:
 def error_rows(out: Outputs) -> list[Row]:
     quant = S.MASK_QUANTIZATION
     floats = out.floats["masks"]
-    ours = M.dequantize(out.quantized["masks"], quant)
+    ours = dequantize_reply(out.quantized["masks"], quant)
     naive = naive_int8(floats).astype(np.float32) / 255
     high = floats >= M.THRESHOLD
     lost_naive = float(((naive < M.THRESHOLD) & high).sum() / max(high.sum(), 1))
@@ -173,7 +174,7 @@ def error_rows(out: Outputs) -> list[Row]:
 
 def _ours(out: Outputs, fmt: str) -> list[dict[str, Any]]:
     det = out.quantized["detections"]
-    masks = M.dequantize(out.quantized["masks"], S.MASK_QUANTIZATION)
+    masks = dequantize_reply(out.quantized["masks"], S.MASK_QUANTIZATION)
     return M.instance_predictions(det, masks, [out.geometry], S.CLASS_NAMES, fmt,
                                   max_bytes=LAMBDA_LIMIT)
 

@@ -106,7 +106,7 @@ def start_function(model_dir: str, log_dir: Path, extra_env: Mapping[str, str] |
     """The function with the in-process backend serving ``model_dir``, as the README runs it."""
     port = free_port()
     argv = [str(Path(sys.executable).parent / "functions-framework"), "--target", "predict",
-            "--source", str(ROOT / "functions" / "main.py"), "--host", client.HOST,
+            "--host", client.HOST,
             "--port", str(port)]
     env = quiet_env({"MODEL_URI": model_dir, **(extra_env or {})})
     return spawn(name, argv, env, log_dir, port)

@@ -50,7 +50,7 @@ def cold_start(env: dict[str, str], timeout: float = 120.0) -> tuple[float, floa
     url = f"http://127.0.0.1:{port}/"
     body = _png()
     command = [str(Path(sys.executable).parent / "functions-framework"), "--target", "predict",
-               "--source", str(ROOT / "functions" / "main.py"), "--host", "127.0.0.1",
+            "--host", "127.0.0.1",
                "--port", str(port)]
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env},

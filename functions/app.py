@@ -1,16 +1,16 @@
-"""The function itself, on platform-neutral requests: route, parse, predict, answer.
+"""The function's endpoints on platform-neutral requests: route, authenticate, answer.
 
-    HttpRequest ─▶ decode.parse_predict_request ─▶ backend.predict ─▶ postprocess ─▶ HttpResponse
+    HttpRequest ─▶ App.handle ─▶ route ─▶ /livez, /healthz, the demo page
+                                       └▶ auth ─▶ pipeline.predict (the data plane)
 
-Every platform binding calls `App.handle` and nothing else. This is the one
-place where errors become HTTP: a `ServiceError` is answered with its status
-and message; anything else is logged with its traceback and answered with a
-generic 500.
+Every platform binding calls `App.handle` and nothing else. Errors become HTTP here,
+once: a `ServiceError` is rendered with its status and message (`errors.render`);
+anything else is logged with its traceback and answered with a generic 500. Every
+request gets one log line, with its request id.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -18,29 +18,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from functions import demo_page, logs
+from functions import demo_page, logs, pipeline
 from functions.auth import Authenticator
-from functions.backends import Backend, create_backend
+from functions.backends import Backend
+from functions.backends.factory import create_backend
 from functions.config import Settings
-from functions.decode import ImageInput, parse_predict_request
-from functions.errors import (
-    INTERNAL,
-    InvalidImage,
-    InvalidOption,
-    MethodNotAllowed,
-    NotFound,
-    PayloadTooLarge,
-    ServiceError,
-)
-from functions.http import HttpRequest, HttpResponse
-from functions.inputs import image_geometry, model_inputs
-from functions.masks import DEFAULT_MASK_FORMAT, MASK_FORMATS
-from functions.model import LoadedModel
-from functions.orientation import upright
-from functions.postprocess import CLASSIFIER_ROLES, Options, predictions
-from modelmeta import ModelMetadata
+from functions.errors import INTERNAL, MethodNotAllowed, NotFound, ServiceError, render
+from functions.httpio import HttpRequest, HttpResponse
+from functions.loader import LoadedModel
 
 log = logging.getLogger("functions")
 
@@ -100,7 +85,7 @@ class App:
                 raise MethodNotAllowed(request.method,
                                        ("GET", "HEAD", "POST") if demo else ("POST",))
             self.auth.check(request)
-            return self._predict(request)
+            return pipeline.predict(request, self.settings, self.model)
         if path == LIVE_PATH:
             return HttpResponse.json(200, {"status": "alive"})
         if path in HEALTH_PATHS:
@@ -109,39 +94,14 @@ class App:
             return self._health()
         raise NotFound(f"no such path {request.path[:200]!r}; POST images to / or /predict")
 
-    def _predict(self, request: HttpRequest) -> HttpResponse:
-        started = time.monotonic()
-        parsed = parse_predict_request(request, self.settings)
-        backend = self.model.get()
-        metadata = backend.metadata
-        options = self._options(parsed.options, metadata)
-        images = tuple(upright(image) for image in parsed.images)
-        outputs = _run(backend, images)
-        geometries = [image_geometry(image, metadata.image_input.image) for image in images]
-        body = {
-            "predictions": predictions(metadata, outputs, len(parsed.images), options,
-                                       geometries),
-            "model": self._model_info(metadata),
-        }
-        log.info("predicted %d image(s) in %.1f ms", len(parsed.images),
-                 (time.monotonic() - started) * 1000)
-        response = HttpResponse.json(200, body)
-        if len(response.body) > self.settings.max_response_bytes:
-            raise PayloadTooLarge(
-                f"the response would be {len(response.body):,} bytes, over the limit of "
-                f"{self.settings.max_response_bytes:,} bytes (MAX_RESPONSE_BYTES); send "
-                "fewer images per request", details={
-                    "response_bytes": len(response.body),
-                    "limit_bytes": self.settings.max_response_bytes})
-        return response
-
     def _demo_page(self) -> HttpResponse:
         """The try-it page (DEMO_PAGE), with the model's input size once it has loaded."""
         try:
             metadata = self.model.get(timeout=DEMO_PAGE_WAIT_SECONDS).metadata
         except ServiceError as exc:
             return demo_page.render(demo_page.page_config(None, None, exc.message))
-        return demo_page.render(demo_page.page_config(metadata, self._model_info(metadata)))
+        info = pipeline.model_info(self.settings, metadata)
+        return demo_page.render(demo_page.page_config(metadata, info))
 
     def _health(self) -> HttpResponse:
         state, error = self.model.status()
@@ -150,27 +110,11 @@ class App:
             state, error = self.model.status()
         body: dict[str, Any] = {"status": state}
         if state == "ready":
-            body["model"] = self._model_info(self.model.get().metadata)
+            body["model"] = pipeline.model_info(self.settings, self.model.get().metadata)
             return HttpResponse.json(200, body)
         if error is not None:
             body.update(error.to_body())
         return HttpResponse.json(503, body, {"Retry-After": "2"} if state == "loading" else {})
-
-    def _options(self, raw: dict[str, Any], metadata: ModelMetadata) -> Options:
-        top_k = raw.get("top_k", self.settings.default_top_k)
-        if isinstance(top_k, str) and top_k.strip().isdigit():
-            top_k = int(top_k)
-        classes = max((o.shape[-1] for o in metadata.outputs if o.role in CLASSIFIER_ROLES),
-                      default=0)
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise InvalidOption(f"top_k must be a positive whole number, got {top_k!r:.40}")
-        if classes > 0:
-            top_k = min(top_k, classes)
-        envelope = json.dumps({"predictions": [], "model": self._model_info(metadata)},
-                              separators=(",", ":"), ensure_ascii=False)
-        return Options(top_k=top_k, mask_format=_mask_format(raw, metadata),
-                       max_response_bytes=self.settings.max_response_bytes,
-                       response_overhead=len(envelope.encode("utf-8")) - len("[]"))
 
     def _cors(self, request: HttpRequest) -> dict[str, str]:
         """CORS headers for a browser caller from an allowed origin; none otherwise."""
@@ -184,49 +128,6 @@ class App:
             return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
         return {}
 
-    def _model_info(self, metadata: ModelMetadata) -> dict[str, Any]:
-        return {"name": self.settings.model_name or metadata.name,
-                "version": self.settings.model_version or _version_from_path(
-                    self.settings.model_uri)}
-
-
-def _run(backend: Backend, images: tuple[ImageInput, ...]) -> dict[str, np.ndarray]:
-    """One batched call; if the graph refuses the batch, find and name the bad image."""
-    spec = backend.metadata.image_input
-    if spec is None:
-        raise ServiceError("the served model has no image input")
-
-    def batch(items):
-        return model_inputs(backend.metadata, items)
-
-    inputs = batch(images)  # decoding here names its image itself
-    try:
-        return backend.predict(inputs)
-    except InvalidImage as exc:
-        if len(images) == 1:
-            raise InvalidImage(f"{images[0].where}: {exc.message}") from exc
-        for image in images:
-            try:
-                backend.predict(batch([image]))
-            except InvalidImage:
-                raise InvalidImage(f"{image.where}: {exc.message}") from exc
-        raise
-
-
-def _mask_format(raw: dict[str, Any], metadata: ModelMetadata) -> str:
-    """The ``mask_format`` option: one of `MASK_FORMATS`, for models that return masks."""
-    value = raw.get("mask_format")
-    if value is None:
-        return DEFAULT_MASK_FORMAT
-    if not any(o.role == "masks" for o in metadata.outputs):
-        raise InvalidOption("mask_format applies to models that return masks; this one "
-                            "does not")
-    fmt = value.strip().lower() if isinstance(value, str) else value
-    if fmt not in MASK_FORMATS:
-        raise InvalidOption(f"mask_format must be one of {', '.join(MASK_FORMATS)}, "
-                            f"got {value!r:.40}")
-    return fmt
-
 
 def _request_id(given: str) -> str:
     """The caller's X-Request-Id when it is a sane token, else a fresh one."""
@@ -235,13 +136,7 @@ def _request_id(given: str) -> str:
     return uuid.uuid4().hex
 
 
-def _version_from_path(uri: str) -> str | None:
-    """TF Serving's layout ends in a numeric version directory: report it."""
-    last = uri.rstrip("/").rsplit("/", 1)[-1]
-    return last if last.isdigit() else None
-
-
 def _error_response(error: ServiceError) -> HttpResponse:
     if error.status >= 500:
         log.warning("answered %d %s: %s", error.status, error.code, error.message)
-    return HttpResponse.json(error.status, error.to_body(), error.headers)
+    return render(error)

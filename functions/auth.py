@@ -32,7 +32,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from functions.errors import Forbidden, Unauthorized
-from functions.http import HttpRequest
+from functions.httpio import HttpRequest
 
 REFERER_APPID = re.compile(r"^https://servicewechat\.com/(wx[0-9a-zA-Z]{6,32})/")
 NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from functions.http import HttpResponse
+from functions.httpio import HttpResponse
 from modelmeta import ModelMetadata
 
 TEMPLATE = Path(__file__).resolve().parent / "static" / "demo.html"

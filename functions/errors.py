@@ -20,15 +20,17 @@
     ├── BadGateway               502 bad_gateway     (the model server answered nonsense)
     └── GatewayTimeout           504 gateway_timeout
 
-The message of a `ServiceError` subclass is written for the client; anything
-else that escapes is logged with its traceback and answered with a generic 500,
-so internals never reach a phone.
+`render` is the one place an error becomes HTTP, for every platform. The message of
+a `ServiceError` subclass is written for the client; anything else that escapes is
+logged with its traceback and answered with a generic 500, so internals never reach
+a phone.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from functions.httpio import HttpResponse
 
 
 class ServiceError(Exception):
@@ -137,5 +139,12 @@ class GatewayTimeout(ServiceError):
 INTERNAL = ServiceError("internal error; the server log has the details")
 
 
-def error_body(error: ServiceError) -> bytes:
-    return json.dumps(error.to_body()).encode("utf-8")
+def render(error: ServiceError) -> HttpResponse:
+    """The one HTTP form of every error: its status, its headers, ``{"error": {...}}``."""
+    return HttpResponse.json(error.status, error.to_body(), error.headers)
+
+
+def clip(value: str, limit: int = 40) -> str:
+    """A client value safe to echo in a message: printable and short."""
+    shown = value if len(value) <= limit else value[:limit] + "..."
+    return repr(shown)[1:-1] if not shown.isprintable() else shown

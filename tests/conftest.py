@@ -70,8 +70,7 @@ def start_server(tmp: Path, env: dict[str, str], ready_status: int = 200,
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **env}
     bin_dir = Path(sys.executable).parent
     process = subprocess.Popen(
-        [str(bin_dir / "functions-framework"), "--target", "predict",
-         "--source", str(ROOT / "functions" / "main.py"), "--host", "127.0.0.1",
+        [str(bin_dir / "functions-framework"), "--target", "predict", "--host", "127.0.0.1",
          "--port", str(port)],
         cwd=ROOT, env=full_env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", process, log)

@@ -4,10 +4,10 @@ TensorFlow takes seconds to import and over a gigabyte to install; the LiteRT
 runtime (``ai-edge-litert``) imports in a tenth of a second. The ``.tflite``
 model is the *original* model, without the wrapped graph's image layers, so
 this backend decodes, resizes and normalises the client's images itself with
-`functions.preprocess` (the graph's steps, repeated in Pillow and numpy),
+`functions.pixels` (the graph's steps, repeated in Pillow and numpy),
 quantizes them for an int8 flavour, and dequantizes int8 outputs. It answers
 with the source model's output names in float32, as the in-process backend
-does, so `functions.postprocess` treats both alike.
+does, so `functions.answers` treats both alike.
 
 One interpreter per process, reused by every request and guarded by a lock
 (a LiteRT interpreter is not safe to call from two threads at once); decoding
@@ -26,15 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from functions import affine, preprocess
+from functions import pixels
 from functions.errors import ModelNotReady, ServiceError
+from functions.quantization import dequantize, to_input_dtype
 from modelmeta import (
     LITERT_DIR,
     InputSpec,
     MetadataError,
     ModelMetadata,
     OutputSpec,
-    Quantization,
     litert_files,
 )
 
@@ -118,7 +118,7 @@ class LiteRTModel:
 
     def run(self, values: np.ndarray) -> dict[str, np.ndarray]:
         """Model input values (the batch first, any layout) to float outputs per name."""
-        feed = quantize(values, self.input.quantization, self.input.dtype)
+        feed = to_input_dtype(values, self.input.quantization, self.input.dtype)
         rows: dict[str, list[np.ndarray]] = {name: [] for name in self._output_index}
         with self._lock:
             for item in feed:
@@ -126,15 +126,15 @@ class LiteRTModel:
                 self._interpreter.invoke()
                 for name, index in self._output_index.items():
                     rows[name].append(self._interpreter.get_tensor(index))
-        return {spec.name: affine.dequantize(np.concatenate(rows[spec.name]), spec.quantization)
+        return {spec.name: dequantize(np.concatenate(rows[spec.name]), spec.quantization)
                 for spec in self.metadata.outputs}
 
     def predict_images(self, encoded: list[bytes]) -> dict[str, np.ndarray]:
         """Encoded images to outputs, preprocessed as the metadata says."""
         image = self.input.image
         assert image is not None  # load_metadata checked the input is "pixels"
-        pixels = preprocess.image_batch(encoded, image)
-        return self.run(pixels.reshape(len(encoded), *self.item_shape[1:]))
+        batch = pixels.image_batch(encoded, image)
+        return self.run(batch.reshape(len(encoded), *self.item_shape[1:]))
 
 
 class LiteRTBackend:
@@ -168,19 +168,6 @@ def service_metadata(flavour: ModelMetadata) -> ModelMetadata:
     return ModelMetadata(name=flavour.name, inputs=(image_input,), outputs=outputs,
                          signature=flavour.signature, labels=flavour.labels,
                          source=flavour.source)
-
-
-def quantize(values: np.ndarray, quantization: Quantization | None, dtype: str) -> np.ndarray:
-    """Model values to the input's integers (rounded, clipped), or to its float dtype.
-
-    An integer input without quantization gets rounded, clipped values, as the
-    wrapped graph gives it (`modelprep.preprocess.to_dtype`)."""
-    if quantization is None:
-        if np.dtype(dtype).kind in "iu":
-            info = np.iinfo(dtype)
-            return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-        return np.asarray(values, dtype=dtype)
-    return affine.quantize(values, quantization)
 
 
 def _check_tensor(model_path: str | Path, spec: InputSpec | OutputSpec,

@@ -296,23 +296,3 @@ class RemoteBackend:
                 raise bad_reply(f"output {spec.name!r} has shape {list(value.shape)}, the "
                                 f"signature says {list(served.shape)}")
         return outputs
-
-
-def create_remote_backend(settings: Settings) -> RemoteBackend:
-    """The backend BACKEND names, for the model MODEL_NAME / MODEL_VERSION(_LABEL) name."""
-    metadata = load_metadata(settings)
-    target = Target(
-        model_name=settings.model_name or metadata.name,
-        version=int(settings.model_version) if settings.model_version else None,
-        label=settings.model_version_label,
-        signature=metadata.signature,
-    )
-    common = {"timeout": settings.request_timeout, "retries": settings.upstream_retries}
-    if settings.backend == "tfserving-rest":
-        from functions.backends.tfserving_rest import RestBackend
-
-        return RestBackend(metadata, target, settings.tfserving_url or "http://127.0.0.1:8501",
-                           request_format=settings.tfserving_rest_format, **common)
-    from functions.backends.tfserving_grpc import GrpcBackend
-
-    return GrpcBackend(metadata, target, settings.tfserving_url or "127.0.0.1:8500", **common)

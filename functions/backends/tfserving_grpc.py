@@ -16,7 +16,7 @@ import logging
 import grpc
 import numpy as np
 
-from functions.backends import tensors
+from functions.backends import wire
 from functions.backends.protos import tfserving_pb2 as pb
 from functions.backends.remote import (
     Deadline,
@@ -104,16 +104,16 @@ class GrpcBackend(RemoteBackend):
         request = pb.PredictRequest(output_filter=[spec.name for spec in self.metadata.outputs])
         self._model_spec(request.model_spec)
         for name, value in inputs.items():
-            request.inputs[name].CopyFrom(tensors.to_proto(value, signature.inputs[name].dtype))
+            request.inputs[name].CopyFrom(wire.to_proto(value, signature.inputs[name].dtype))
         reply = self._call(self._predict, request, deadline)
         outputs = {}
         for name, proto in reply.outputs.items():
             try:
-                outputs[name] = tensors.to_numpy(proto)
-            except tensors.WireError as exc:
+                outputs[name] = wire.to_numpy(proto)
+            except wire.WireError as exc:
                 raise bad_reply(f"output {name!r}: {exc}") from exc
             expected = signature.outputs.get(name)
-            actual = tensors.dtype_name(proto.dtype)
+            actual = wire.dtype_name(proto.dtype)
             if expected is not None and expected.dtype != actual:
                 raise bad_reply(f"output {name!r} is {actual}, the signature says "
                                 f"{expected.dtype}")
@@ -143,8 +143,8 @@ def _specs(infos) -> dict[str, TensorSpec]:
         shape = None if info.tensor_shape.unknown_rank else tuple(
             int(d.size) for d in info.tensor_shape.dim)
         try:
-            dtype = tensors.dtype_name(info.dtype)
-        except tensors.WireError:
+            dtype = wire.dtype_name(info.dtype)
+        except wire.WireError:
             dtype = pb.DataType.Name(info.dtype) if info.dtype in pb.DataType.values() \
                 else str(info.dtype)
         specs[alias] = TensorSpec(dtype, shape)

@@ -21,7 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
-from functions.backends import tensors
+from functions.backends import wire
 from functions.backends.remote import (
     Deadline,
     RemoteBackend,
@@ -99,7 +99,7 @@ class RestBackend(RemoteBackend):
         return self._outputs(reply, signature, batch)
 
     def _request(self, inputs: dict[str, np.ndarray], signature: Signature) -> dict[str, Any]:
-        columns = {name: tensors.to_json(value, signature.inputs[name].dtype)
+        columns = {name: wire.to_json(value, signature.inputs[name].dtype)
                    for name, value in inputs.items()}
         request: dict[str, Any] = {"signature_name": self.target.signature}
         if self.request_format == "columnar":
@@ -140,9 +140,9 @@ class RestBackend(RemoteBackend):
             if name not in columns:
                 raise bad_reply(f"output {name!r} is missing")
             try:
-                outputs[name] = tensors.from_json(columns[name], signature.outputs[name].dtype,
+                outputs[name] = wire.from_json(columns[name], signature.outputs[name].dtype,
                                                   wrapped_bytes=name.endswith("_bytes"))
-            except tensors.WireError as exc:
+            except wire.WireError as exc:
                 raise bad_reply(f"output {name!r}: {exc}") from exc
         return outputs
 
@@ -219,8 +219,8 @@ def _specs(infos: dict[str, Any]) -> dict[str, TensorSpec]:
         shape = None if shape_info.get("unknown_rank") else tuple(
             int(d.get("size", -1)) for d in shape_info.get("dim", []))
         try:
-            dtype = tensors.dtype_name_from_enum_name(info.get("dtype", "DT_INVALID"))
-        except tensors.WireError:
+            dtype = wire.dtype_name_from_enum_name(info.get("dtype", "DT_INVALID"))
+        except wire.WireError:
             dtype = str(info.get("dtype"))  # unsupported: fine unless the metadata uses it
         specs[alias] = TensorSpec(dtype, shape)
     return specs

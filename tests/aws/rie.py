@@ -6,7 +6,7 @@ It serves Lambda's invoke API and the Runtime API, and runs the handler through
 
     aws-lambda-rie --runtime-interface-emulator-address 127.0.0.1:PORT \\
                    --runtime-api-address 127.0.0.1:PORT2 \\
-                   python -m awslambdaric functions.aws.lambda_handler
+                   python -m awslambdaric functions.platforms.aws.lambda_handler
 
 Both addresses are given explicitly: the emulator listens on 0.0.0.0 by default.
 """
@@ -82,7 +82,7 @@ class Emulator:
 
 
 def start_emulator(tmp: Path, env: dict[str, str],
-                   handler: str = "functions.aws.lambda_handler",
+                   handler: str = "functions.platforms.aws.lambda_handler",
                    timeout: float = 30) -> Emulator:
     binary = find_emulator()
     assert binary is not None, "the Lambda Runtime Interface Emulator is not installed"

@@ -11,7 +11,8 @@ import pytest
 
 from functions.config import Settings
 from functions.errors import BadRequest
-from functions.events import (
+from functions.httpio import HttpResponse
+from functions.platforms.events import (
     LAMBDA_RESPONSE_LIMIT,
     AlbEvent,
     HttpApiEvent,
@@ -20,8 +21,7 @@ from functions.events import (
     lambda_event,
     payload_size,
 )
-from functions.http import HttpResponse
-from functions.serverless import fit
+from functions.platforms.gateway import fit
 from tests.conftest import ROOT
 
 EVENTS = ROOT / "events"

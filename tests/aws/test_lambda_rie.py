@@ -1,4 +1,4 @@
-"""`functions.aws.lambda_handler` invoked through the real Lambda Runtime Interface
+"""`functions.platforms.aws.lambda_handler` invoked through the real Lambda Runtime Interface
 Emulator and `awslambdaric`, with the demo model kept in S3 (moto's server on loopback)
 and fetched at cold start, as a deployed container-image function does.
 

@@ -41,7 +41,7 @@ def test_bad_values_are_refused_at_start(env, message):
 
 
 def test_entry_points_import_without_tensorflow_or_boto3():
-    code = ("import sys, functions.aws, functions.scf; "
+    code = ("import sys, functions.platforms.aws, functions.platforms.scf; "
             "print(sorted(m for m in ('tensorflow', 'boto3', 'botocore') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=120, check=True).stdout

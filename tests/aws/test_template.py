@@ -59,8 +59,8 @@ def problems_after(tmp_path, old: str, new: str) -> list[str]:
       for fn in ZIP_FUNCTIONS]),
     ("Runtime: python3.12", "Runtime: nodejs22.x",
      [f"{fn}: Runtime nodejs22.x is not Python; the handler is" for fn in ZIP_FUNCTIONS]),
-    ("Handler: functions.aws.lambda_handler", "Handler: functions.aws.handler",
-     [f"{fn}: handler 'functions.aws.handler': aws.py defines no handler()"
+    ("Handler: functions.platforms.aws.lambda_handler", "Handler: functions.platforms.aws.handler",
+     [f"{fn}: handler 'functions.platforms.aws.handler': aws.py defines no handler()"
       for fn in ZIP_FUNCTIONS]),
     ("BACKEND: tfserving-rest", "BACKEND: tfserving",
      ["AdapterFunction: BACKEND 'tfserving' is not one of inprocess, tfserving-rest, "
@@ -91,7 +91,8 @@ def test_dockerfile_base_image_and_command(tmp_path):
     dockerfile = (ROOT / "Dockerfile").read_text()
     (tmp_path / "Dockerfile").write_text(
         dockerfile.replace("lambda/python:3.12", "lambda/python:3.9")
-                  .replace('CMD ["functions.aws.lambda_handler"]', 'CMD ["functions.aws.main"]'))
+                  .replace('CMD ["functions.platforms.aws.lambda_handler"]',
+                           'CMD ["functions.platforms.aws.main"]'))
     for name in ("functions", "deploy"):
         (tmp_path / name).symlink_to(ROOT / name, target_is_directory=True)
     (tmp_path / "template.yaml").write_text(TEMPLATE.read_text())
@@ -99,7 +100,7 @@ def test_dockerfile_base_image_and_command(tmp_path):
         "PredictFunction: Dockerfile's base image python3.9 is deprecated since 2025-12-15",
         "PredictFunction: Dockerfile's base image python3.9 is outside the project's "
         "requires-python >=3.10,<3.13",
-        "PredictFunction: handler 'functions.aws.main': aws.py defines no main()",
+        "PredictFunction: handler 'functions.platforms.aws.main': aws.py defines no main()",
     ]
 
 

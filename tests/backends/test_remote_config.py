@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from functions.backends import create_backend
+from functions.backends.factory import create_backend
 from functions.backends.remote import RetryPolicy, Target, load_metadata
 from functions.backends.tfserving_grpc import GrpcBackend, channel_target
 from functions.backends.tfserving_rest import RestBackend

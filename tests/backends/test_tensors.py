@@ -1,11 +1,11 @@
-"""functions.backends.tensors: both wires, both TensorProto forms, and replies that lie."""
+"""functions.backends.wire: both wires, both TensorProto forms, and replies that lie."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from functions.backends import tensors
+from functions.backends import wire as tensors
 from functions.backends.protos import tfserving_pb2 as pb
 
 

@@ -11,8 +11,8 @@ import pytest
 from bench import payloads
 from bench.request_bytes import bodies, rows_for
 from functions.config import Settings
-from functions.decode import parse_predict_request
-from functions.http import Headers, HttpRequest
+from functions.httpio import Headers, HttpRequest
+from functions.request.parse import parse_predict_request
 
 
 @pytest.fixture(scope="module")

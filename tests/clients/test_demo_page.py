@@ -23,7 +23,7 @@ from functions import demo_page
 from functions.app import App
 from functions.config import ConfigError, Settings
 from functions.errors import ModelNotReady
-from functions.http import Headers, HttpRequest
+from functions.httpio import Headers, HttpRequest
 from modelmeta import ImageSpec, InputSpec, ModelMetadata, OutputSpec
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -261,7 +261,7 @@ def test_a_file_that_is_not_an_image_shows_the_function_error(page, tmp_path):
 MASK_COLOURS = np.array([(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48),
                          (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60),
                          (250, 190, 212), (0, 128, 128)], np.float64)
-"""The page's instance colours: functions.masks.PNG_COLOURS, in the same order."""
+"""The page's instance colours: functions.answers.masks.encode.PNG_COLOURS, in the same order."""
 
 
 def erode(mask: np.ndarray, steps: int) -> np.ndarray:
@@ -277,7 +277,7 @@ def erode(mask: np.ndarray, steps: int) -> np.ndarray:
 
 
 def test_page_colours_are_the_function_png_colours():
-    from functions.masks import PNG_COLOURS
+    from functions.answers.masks.encode import PNG_COLOURS
 
     assert [tuple(c) for c in MASK_COLOURS.astype(int).tolist()] == list(PNG_COLOURS)
     html = demo_page.TEMPLATE.read_text()

@@ -140,7 +140,7 @@ def test_miniprogram_decodes_masks_as_the_function_does(segmentation_server, sce
                                                         tmp_path):
     """Real replies of the segmentation demo, decoded by the request module under Node, give
     exactly the masks the function's own decoder gives, and those match the drawn shapes."""
-    from functions.masks import decode_mask
+    from bench.maskdecode import decode_mask
 
     out = tmp_path / "decoded.json"
     files = [NODE_TESTS / "segmentation.test.js"]

@@ -1,4 +1,4 @@
-"""functions.decode: every request shape clients send, every limit, every client mistake."""
+"""functions.request.parse and .images: every request shape, limit and client mistake."""
 
 from __future__ import annotations
 
@@ -19,13 +19,6 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from functions.config import Settings
-from functions.decode import (
-    ImageInput,
-    PredictRequest,
-    decode_base64,
-    parse_predict_request,
-    sniff_image,
-)
 from functions.errors import (
     BadRequest,
     InvalidBase64,
@@ -38,7 +31,9 @@ from functions.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
-from functions.http import Headers, HttpRequest
+from functions.httpio import Headers, HttpRequest
+from functions.request.images import ImageInput, inspect_image
+from functions.request.parse import PredictRequest, decode_base64, parse_predict_request
 
 SETTINGS = Settings()
 
@@ -484,7 +479,7 @@ def test_jpeg_variants_read_size_from_the_frame_header(name):
     data = JPEG_VARIANTS[name]
     with Image.open(io.BytesIO(data)) as image:
         expected = image.size
-    image_input = sniff_image(data, "body", 10**9)
+    image_input = inspect_image(data, "body", 10**9)
     assert (image_input.width, image_input.height) == expected
 
 
@@ -492,7 +487,7 @@ def test_jpeg_with_exif_thumbnail_reports_the_main_frame():
     # An APP1 segment holding a whole smaller JPEG (a thumbnail) must be skipped by length.
     app1 = b"Exif\0\0" + encode("JPEG", (8, 8))
     data = JPEG[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + JPEG[2:]
-    assert (sniff_image(data, "body", 10**9).width, sniff_image(data, "body", 10**9).height) \
+    assert (inspect_image(data, "body", 10**9).width, inspect_image(data, "body", 10**9).height) \
         == (64, 48)
 
 
@@ -500,7 +495,7 @@ def test_jpeg_with_exif_thumbnail_reports_the_main_frame():
                                        ("GIF", "P"), ("BMP", "1"), ("BMP", "RGB")])
 def test_png_gif_bmp_sizes(fmt, mode):
     data = encode(fmt, (23, 19), mode=mode)
-    image_input = sniff_image(data, "body", 10**9)
+    image_input = inspect_image(data, "body", 10**9)
     assert (image_input.format, image_input.width, image_input.height) == \
         (fmt.lower(), 23, 19)
 
@@ -509,14 +504,14 @@ def test_animated_gif():
     frames = [Image.new("P", (15, 10), i) for i in range(3)]
     buffer = io.BytesIO()
     frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], comment=b"hi")
-    image_input = sniff_image(buffer.getvalue(), "body", 10**9)
+    image_input = inspect_image(buffer.getvalue(), "body", 10**9)
     assert (image_input.width, image_input.height) == (15, 10)
 
 
 def test_top_down_bmp():
     data = bytearray(BMP)
     data[22:26] = struct.pack("<i", -7)
-    assert sniff_image(bytes(data), "body", 10**9).height == 7
+    assert inspect_image(bytes(data), "body", 10**9).height == 7
 
 
 def heic(brand: bytes = b"heic", compatible: bytes = b"mif1heic") -> bytes:
@@ -584,7 +579,7 @@ def test_truncated_headers(data):
 ])
 def test_corrupt_headers(data, phrase):
     with raises(InvalidImage, 400, phrase):
-        sniff_image(data, "body", 10**9)
+        inspect_image(data, "body", 10**9)
 
 
 # -- limits --------------------------------------------------------------------------------
@@ -616,11 +611,11 @@ def jpeg_claiming(width: int, height: int) -> bytes:
 ])
 def test_other_pixel_bombs_are_refused_from_the_header(data, phrase):
     with raises(PayloadTooLarge, 413, phrase):
-        sniff_image(data, "body", SETTINGS.max_image_pixels)
+        inspect_image(data, "body", SETTINGS.max_image_pixels)
 
 
 def test_pixel_limit_is_inclusive():
-    assert sniff_image(PNG, "body", 33 * 21).width == 33
+    assert inspect_image(PNG, "body", 33 * 21).width == 33
     with raises(PayloadTooLarge, 413, "33x21 = 693 pixels; the limit is 692 pixels"):
         parse(request(PNG, "image/png"), max_image_pixels=33 * 21 - 1)
 
@@ -812,11 +807,11 @@ def test_header_sizes_agree_with_pillow(fmt, width, height):
     data = encode(fmt, (width, height), mode="L")
     with Image.open(io.BytesIO(data)) as image:
         expected = (fmt.lower(), *image.size)
-    image_input = sniff_image(data, "body", 10**9)
+    image_input = inspect_image(data, "body", 10**9)
     assert (image_input.format, image_input.width, image_input.height) == expected
 
 
 def test_os2_bitmap_core_header():
     header = b"BM" + struct.pack("<IHHI", 0, 0, 0, 26) + struct.pack("<IHHHH", 12, 300, 200, 1, 1)
-    image_input = sniff_image(header + b"\0" * 64, "body", 10**9)
+    image_input = inspect_image(header + b"\0" * 64, "body", 10**9)
     assert (image_input.format, image_input.width, image_input.height) == ("bmp", 300, 200)

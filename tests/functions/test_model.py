@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from functions import model as model_module
+from functions import loader as model_module
 from functions.errors import ModelNotReady
-from functions.model import LoadedModel
+from functions.loader import LoadedModel
 from modelmeta import ModelMetadata
 
 

@@ -188,7 +188,7 @@ def test_serving_a_request_never_imports_tensorflow(litert_export, held_out):
 import json, sys
 from functions.app import App
 from functions.config import Settings
-from functions.http import Headers, HttpRequest
+from functions.httpio import Headers, HttpRequest
 app = App(Settings.from_env())
 body = json.dumps({"image": sys.argv[1]}).encode()
 response = app.handle(HttpRequest("POST", "/", Headers({"Content-Type": "application/json"}),

@@ -3,7 +3,7 @@
 The package is built as `bench.litert_package` builds it for deployment (from
 this environment's files, so no download: the deployed one takes the same
 packages' wheels for the target Python), unzipped, and asked for a prediction
-through the Lambda entry point (`functions.aws.lambda_handler`, an HTTP API event) by a
+through the Lambda entry point (`functions.platforms.aws.lambda_handler`, an HTTP API event) by a
 Python that sees nothing but the standard library and the package.
 """
 
@@ -25,7 +25,7 @@ SCRIPT = """
 import json, sys
 package = sys.argv[1]
 sys.path.insert(0, package)
-from functions.aws import lambda_handler
+from functions.platforms.aws import lambda_handler
 event = {"version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
          "headers": {"content-type": "application/json"},
          "requestContext": {"http": {"method": "POST", "path": "/", "protocol": "HTTP/1.1",

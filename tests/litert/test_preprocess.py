@@ -1,4 +1,4 @@
-"""`functions.preprocess` against the graph's own ops (`modelprep.preprocess`).
+"""`functions.pixels` against the graph's own ops (`modelprep.input_ops`).
 
 The LiteRT backend is only as right as its Python preprocessing: decoding must
 give the graph's pixels bit for bit, resizing must stay within RESIZE_BOUND,
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from functions import preprocess as py
+from functions import pixels as py
 from functions.errors import InvalidImage
 from modelmeta import ImageSpec, Normalization
 
@@ -120,7 +120,7 @@ def corpus() -> dict[str, bytes]:
 def graph_decode(data: bytes, channels: int) -> np.ndarray:
     import tensorflow as tf
 
-    from modelprep.preprocess import decode_image
+    from modelprep.input_ops import decode_image
 
     return decode_image(tf.constant(data), channels).numpy()
 
@@ -251,7 +251,7 @@ SIZES = [(1, 1), (8, 8), (17, 23), (28, 28), (28, 29), (3, 500), (500, 3), (160,
 def test_resize_stays_within_the_documented_bound(mode):
     import tensorflow as tf
 
-    from modelprep.preprocess import resize
+    from modelprep.input_ops import resize
 
     worst = 0.0
     for (height, width), (th, tw, channels) in zip(
@@ -275,7 +275,7 @@ def test_photos_end_to_end_match_the_graph(mode):
     import tensorflow as tf
     from sklearn.datasets import load_sample_images
 
-    from modelprep.preprocess import image_batch
+    from modelprep.input_ops import image_batch
 
     norm = Normalization("meanstd", mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
     spec = ImageSpec(224, 224, 3, normalization=norm, resize=mode)

@@ -1,4 +1,4 @@
-"""`functions.scf.main_handler` for Tencent SCF: API Gateway triggers and function URLs.
+"""`functions.platforms.scf.main_handler` for Tencent SCF: API Gateway triggers and function URLs.
 
 SCF's runtime cannot run here (there is no emulator outside its containers), so the
 handler is called the way SCF's Python runtime calls it, `main_handler(event, context)`
@@ -14,18 +14,19 @@ import json
 
 import pytest
 
-from functions import scf
 from functions.config import Settings
 from functions.errors import BadRequest
-from functions.events import (
+from functions.httpio import HttpResponse
+from functions.platforms import scf
+from functions.platforms.events import (
     SCF_RESPONSE_LIMIT,
     ScfEvent,
     UnknownScfEvent,
     payload_size,
     scf_event,
 )
-from functions.http import HttpResponse
-from functions.serverless import ProcessApp, fit
+from functions.platforms.gateway import fit
+from functions.platforms.process import ProcessApp
 from tests.conftest import ROOT
 
 EVENTS = ROOT / "events"

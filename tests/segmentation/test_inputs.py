@@ -1,5 +1,6 @@
-"""functions.inputs without TensorFlow: quantized pixels, where the image lands in the
-model's input, and Mask R-CNN's image meta and anchors against matterport's own code."""
+"""functions.feed and functions.maskrcnn without TensorFlow: quantized pixels, where the
+image lands in the model's input, and Mask R-CNN's image meta and anchors against
+matterport's own code."""
 
 from __future__ import annotations
 
@@ -9,16 +10,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from functions import preprocess
-from functions.affine import quantize
-from functions.decode import ImageInput
+from functions import pixels as preprocess
 from functions.errors import InvalidImage, ServiceError
-from functions.inputs import (
-    image_geometry,
-    image_meta,
-    model_inputs,
-    pyramid_anchors,
-)
+from functions.feed import image_geometry, model_inputs
+from functions.maskrcnn import image_meta, pyramid_anchors
+from functions.quantization import quantize
+from functions.request.images import ImageInput
 from modelmeta import ImageSpec, InputSpec, ModelMetadata, Normalization, OutputSpec, Quantization
 from modelprep import segmentation
 from tests.conftest import encode

@@ -16,9 +16,12 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 from scipy import ndimage
 
-from functions import masks as M
-from functions.affine import quantize
+from bench.maskdecode import decode_mask, rasterize
+from functions.answers import masks as M
+from functions.answers.masks import unmolding as unmold_module
+from functions.answers.masks.encode import float_steps, png_1bit
 from functions.errors import BadGateway, PayloadTooLarge
+from functions.quantization import dequantize_reply, quantize
 from modelmeta import Quantization
 
 U8 = Quantization("uint8", 1 / 255, 0)
@@ -108,11 +111,11 @@ def test_every_wire_form_dequantizes_to_the_same_floats():
     q = quantize(real, U8)
     assert q.dtype == np.uint8
     forms = {
-        "in-process uint8 array": M.dequantize(q, U8),
-        "REST JSON integers": M.dequantize(json.loads(json.dumps(q.tolist())), U8),
-        "gRPC int_val": M.dequantize(q.ravel().tolist(), U8, shape=q.shape),
-        "gRPC tensor_content": M.dequantize(q.tobytes(), U8, shape=q.shape),
-        "int32 from a proto reader": M.dequantize(q.astype(np.int32), U8),
+        "in-process uint8 array": dequantize_reply(q, U8),
+        "REST JSON integers": dequantize_reply(json.loads(json.dumps(q.tolist())), U8),
+        "gRPC int_val": dequantize_reply(q.ravel().tolist(), U8, shape=q.shape),
+        "gRPC tensor_content": dequantize_reply(q.tobytes(), U8, shape=q.shape),
+        "int32 from a proto reader": dequantize_reply(q.astype(np.int32), U8),
     }
     first = forms["in-process uint8 array"]
     assert first.dtype == np.float32 and first.shape == real.shape
@@ -127,7 +130,7 @@ def test_int8_with_a_zero_point_is_undone_too():
     real = np.linspace(0, 1, 1001, dtype=np.float32)
     q = quantize(real, quant)
     assert q.dtype == np.int8 and q.min() == -128 and q.max() == 127
-    back = M.dequantize(q.tobytes(), quant, shape=q.shape)
+    back = dequantize_reply(q.tobytes(), quant, shape=q.shape)
     assert np.abs(back - real).max() <= quant.scale / 2 + 1e-7
 
 
@@ -135,7 +138,7 @@ def test_values_above_one_half_survive_where_the_naive_cast_wraps():
     probs = np.array([0.3, 0.5, 0.6, 0.98, 1.0], np.float32)
     naive = (probs * 255).astype(np.int32).astype(np.int8)  # cast(mask * 255, int8)
     assert naive.tolist() == [76, 127, -103, -7, -1]
-    ours = M.dequantize(quantize(probs, U8), U8)
+    ours = dequantize_reply(quantize(probs, U8), U8)
     assert np.round(ours * 255).tolist() == [77, 128, 153, 250, 255]
     assert np.all(np.abs(ours - probs) <= 0.5 / 255 + 1e-7)
     assert np.all((ours >= M.THRESHOLD) == (probs >= M.THRESHOLD))
@@ -150,14 +153,14 @@ def test_values_above_one_half_survive_where_the_naive_cast_wraps():
 ])
 def test_dequantize_refuses_what_the_dtype_cannot_hold(value, shape, phrase):
     with pytest.raises(BadGateway) as info:
-        M.dequantize(value, U8, shape=shape)
+        dequantize_reply(value, U8, shape=shape)
     assert phrase in info.value.message
     assert info.value.status == 502
 
 
 def test_unquantized_masks_pass_as_floats():
     value = [[0.25, 0.75]]
-    out = M.dequantize(value, None)
+    out = dequantize_reply(value, None)
     assert out.dtype == np.float32 and out.tolist() == [[0.25, 0.75]]
 
 
@@ -212,7 +215,7 @@ def test_a_class_beyond_the_masks_is_the_model_servers_fault():
 
 @pytest.mark.parametrize("chunk", [M.CHUNK_ELEMENTS, 1])
 def test_vectorised_resize_equals_a_per_instance_reference(monkeypatch, chunk):
-    monkeypatch.setattr(M, "CHUNK_ELEMENTS", chunk)  # 1: every detection its own block
+    monkeypatch.setattr(unmold_module, "CHUNK_ELEMENTS", chunk)  # 1: every detection its own block
     rng = np.random.default_rng(3)
     det, masks, inst = random_instances(rng, 120, 90, count=12)
     assert len(inst.blocks) == (12 if chunk == 1 else 1)
@@ -240,7 +243,7 @@ def test_float_png_and_rle_decode_to_exactly_the_thresholded_mask(seed):
         values = M.encode(inst, fmt)
         for i, value in enumerate(values):
             y1, x1, y2, x2 = inst.boxes[i].tolist()
-            decoded = M.decode_mask(value, fmt, [x1, y1, x2, y2], inst.height, inst.width)
+            decoded = decode_mask(value, fmt, [x1, y1, x2, y2], inst.height, inst.width)
             assert np.array_equal(decoded, thresholded(inst, i)), (fmt, i)
 
 
@@ -273,7 +276,7 @@ def test_rle_matches_coco_on_any_masks(probs, height, width):
 
 def test_float_rounding_never_moves_a_value_across_the_threshold():
     probs = np.array([[[0.4996, 0.49951, 0.5, 0.50049, 0.0004, 0.9996, 1.0]]], np.float32)
-    steps = M._float_steps(probs)
+    steps = float_steps(probs)
     assert steps.tolist() == [[[499, 499, 500, 500, 0, 1000, 1000]]]
 
 
@@ -294,7 +297,7 @@ def test_float_json_bytes_equal_the_json_written(probs, height, width):
 def test_png_is_a_one_bit_palette_png_transparent_outside():
     mask = np.zeros((9, 13), bool)
     mask[2:7, 3:11] = True
-    png = M.png_1bit(mask, (10, 20, 30), alpha=160)
+    png = png_1bit(mask, (10, 20, 30), alpha=160)
     with Image.open(io.BytesIO(png)) as image:
         assert (image.format, image.mode, image.size) == ("PNG", "P", (13, 9))
         assert image.info["transparency"] == b"\x00\xa0"
@@ -321,7 +324,7 @@ def test_unsimplified_rings_fill_back_to_exactly_the_mask(batch):
     rings = M.trace_rings(batch)
     for i, mask in enumerate(batch):
         mine = [points.ravel().tolist() for j, points in rings if j == i]
-        assert np.array_equal(M.rasterize(mine, *mask.shape), mask)
+        assert np.array_equal(rasterize(mine, *mask.shape), mask)
     assert [j for j, _ in rings] == sorted(j for j, _ in rings)
 
 
@@ -333,7 +336,7 @@ def test_simplified_rings_differ_only_on_pixels_touching_the_edge(batch):
     for i, mask in enumerate(batch):
         rings = [M.simplify_ring(p, M.POLYGON_TOLERANCE).ravel().tolist()
                  for j, p in M.trace_rings(batch) if j == i]
-        wrong = M.rasterize(rings, *mask.shape) ^ mask
+        wrong = rasterize(rings, *mask.shape) ^ mask
         assert not np.any(wrong & ~band(mask))
 
 
@@ -391,7 +394,7 @@ def test_a_hole_is_a_second_ring_filled_even_odd():
     assert sorted(len(p) for _, p in rings) == [4, 4]
     flat = [p.ravel().tolist() for _, p in rings]
     assert sorted(flat) == sorted([[1, 1, 11, 1, 11, 11, 1, 11], [4, 4, 4, 8, 8, 8, 8, 4]])
-    assert np.array_equal(M.rasterize(flat, 12, 12), mask)
+    assert np.array_equal(rasterize(flat, 12, 12), mask)
 
 
 def test_diagonal_neighbours_are_separate_rings():
@@ -408,7 +411,7 @@ def test_a_circle_polygon_is_a_few_dozen_points():
     (_, exact), = M.trace_rings(disc[None])
     simple = M.simplify_ring(exact, M.POLYGON_TOLERANCE)
     assert len(exact) > 150 and 12 <= len(simple) <= 40, (len(exact), len(simple))
-    wrong = M.rasterize([simple.ravel().tolist()], size, size) ^ disc
+    wrong = rasterize([simple.ravel().tolist()], size, size) ^ disc
     assert not np.any(wrong & ~band(disc))
 
 

@@ -10,9 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from functions import masks as M
-from functions.decode import ImageInput
-from functions.inputs import model_inputs
+from functions.answers import masks as M
+from functions.feed import model_inputs
+from functions.quantization import dequantize_reply
+from functions.request.images import ImageInput
 from modelmeta import ModelMetadata
 from modelprep import segmentation as S
 from tests.conftest import ROOT, encode
@@ -76,7 +77,7 @@ def test_dequantized_masks_equal_the_float_models_within_one_step(run):
     quantized, floats, _ = run
     assert np.array_equal(quantized["detections"], floats["detections"])
     step = S.MASK_QUANTIZATION.scale
-    restored = M.dequantize(quantized["masks"], S.MASK_QUANTIZATION)
+    restored = dequantize_reply(quantized["masks"], S.MASK_QUANTIZATION)
     error = np.abs(restored - floats["masks"])
     assert error.max() <= step / 2 + 1e-6, error.max() / step
 
@@ -88,7 +89,7 @@ def test_values_above_one_half_survive_quantization_but_not_the_naive_cast(run):
     probs = floats["masks"]
     high = probs > 0.5
     assert high.sum() > 2_000 and probs.max() > 0.97
-    restored = M.dequantize(quantized["masks"], S.MASK_QUANTIZATION)
+    restored = dequantize_reply(quantized["masks"], S.MASK_QUANTIZATION)
     assert np.all(restored[high] > 0.5)
     assert np.array_equal(restored >= M.THRESHOLD, probs >= M.THRESHOLD)
     # The original int8 export. Out of int8's range TF's cast wraps (small tensors:
@@ -108,7 +109,7 @@ def test_tf_serving_wire_forms_of_the_real_mask_tensor(run):
 
     quantized, _, _ = run
     q = quantized["masks"]
-    expected = M.dequantize(q, S.MASK_QUANTIZATION)
+    expected = dequantize_reply(q, S.MASK_QUANTIZATION)
     content = tensor_pb2.TensorProto.FromString(
         tf.make_tensor_proto(q).SerializeToString())
     assert content.tensor_content and not content.int_val
@@ -119,10 +120,10 @@ def test_tf_serving_wire_forms_of_the_real_mask_tensor(run):
     typed = tensor_pb2.TensorProto.FromString(typed.SerializeToString())
     shape = [d.size for d in typed.tensor_shape.dim]
     forms = {
-        "rest": M.dequantize(json.loads(json.dumps({"masks": q.tolist()}))["masks"],
+        "rest": dequantize_reply(json.loads(json.dumps({"masks": q.tolist()}))["masks"],
                              S.MASK_QUANTIZATION),
-        "int_val": M.dequantize(typed.int_val, S.MASK_QUANTIZATION, shape=shape),
-        "tensor_content": M.dequantize(content.tensor_content, S.MASK_QUANTIZATION,
+        "int_val": dequantize_reply(typed.int_val, S.MASK_QUANTIZATION, shape=shape),
+        "tensor_content": dequantize_reply(content.tensor_content, S.MASK_QUANTIZATION,
                                        shape=[d.size for d in content.tensor_shape.dim]),
     }
     for name, value in forms.items():

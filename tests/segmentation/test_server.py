@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import requests
 
-from functions.masks import MASK_FORMATS, decode_mask
+from bench.maskdecode import decode_mask
+from functions.answers.masks import MASK_FORMATS
 from modelprep.segmentation import Scene, grid_scene, random_scene
 from tests.conftest import encode
 from tests.segmentation.test_masks import band
@@ -210,7 +211,7 @@ def test_a_classifier_refuses_mask_format_and_big_answers_are_413(demo_model, di
     applies to every answer."""
     from functions.app import App
     from functions.config import Settings
-    from functions.http import Headers, HttpRequest
+    from functions.httpio import Headers, HttpRequest
 
     image = base64.b64encode(encode(digits.x_test[0])).decode()
     body = json.dumps({"image": image, "mask_format": "png"}).encode()

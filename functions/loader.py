@@ -104,7 +104,7 @@ class LoadedModel:
 def _warm_up(backend: Backend) -> None:
     """Run one blank image through the model, so the first client does not pay the tracing.
 
-    It goes through the same input building as a request (`functions.inputs`), so models
+    It goes through the same input building as a request (`functions.feed`), so models
     that take quantized pixels and extra tensors are warmed as well as those taking files.
     """
     spec = backend.metadata.image_input
@@ -112,11 +112,11 @@ def _warm_up(backend: Backend) -> None:
         return
     from PIL import Image
 
-    from functions.decode import sniff_image
-    from functions.inputs import model_inputs
+    from functions.feed import model_inputs
+    from functions.request.images import inspect_image
 
     buf = io.BytesIO()
     mode = "L" if spec.image.channels == 1 else "RGB"
     Image.new(mode, (spec.image.width, spec.image.height)).save(buf, format="PNG")
-    image = sniff_image(buf.getvalue(), "warm-up", spec.image.width * spec.image.height)
+    image = inspect_image(buf.getvalue(), "warm-up", spec.image.width * spec.image.height)
     backend.predict(model_inputs(backend.metadata, [image]))

@@ -1,9 +1,10 @@
 """Model outputs to the JSON a phone can use, one entry per image.
 
 Which outputs mean what comes from the model's metadata: classifier outputs
-(probabilities or logits) become a class, a label, a score and the top k;
-outputs this module has no special form for are returned as plain lists.
-Everything is vectorised over the batch.
+(probabilities or logits) become a class, a label, a score and the top k
+(`classify`); detections with masks become instances (`masks`); outputs with no
+special form are returned as plain lists, bytes as base64. Everything is
+vectorised over the batch.
 """
 
 from __future__ import annotations
@@ -15,20 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from functions import affine, masks
-from functions.masks import DEFAULT_MASK_FORMAT, Geometry
+from functions.answers import masks
+from functions.answers.classify import CLASSIFIER_ROLES, SCORE_DIGITS, classify
+from functions.answers.masks import DEFAULT_MASK_FORMAT, Geometry
+from functions.quantization import dequantize, dequantize_reply
 from modelmeta import ModelMetadata, OutputSpec
-
-CLASSIFIER_ROLES = ("probabilities", "logits")
-SCORE_DIGITS = 6
-"""Scores are rounded: six digits tell 0.98 from 0.99 and keep the JSON short."""
 
 
 @dataclass(frozen=True)
 class Options:
     top_k: int
     mask_format: str = DEFAULT_MASK_FORMAT
-    """How instance masks are encoded (`functions.masks.MASK_FORMATS`)."""
+    """How instance masks are encoded (`functions.answers.masks.MASK_FORMATS`)."""
     max_response_bytes: int | None = None
     """The whole response's limit; mask answers are sized against it before being built."""
     response_overhead: int = 0
@@ -40,7 +39,7 @@ def predictions(metadata: ModelMetadata, outputs: dict[str, np.ndarray], count: 
                 ) -> list[dict[str, Any]]:
     """One dict per image, in request order.
 
-    A model with ``detections`` and ``masks`` outputs is answered by `functions.masks`
+    A model with ``detections`` and ``masks`` outputs is answered by `functions.answers.masks`
     (instances with boxes in the image's pixels, so it needs each image's `Geometry`).
     """
     segmentation = _segmentation_outputs(metadata)
@@ -49,14 +48,14 @@ def predictions(metadata: ModelMetadata, outputs: dict[str, np.ndarray], count: 
             raise ValueError("instance masks need each image's geometry")
         det, mask = segmentation
         return masks.instance_predictions(
-            dequantize(det, outputs[det.name]),
-            masks.dequantize(outputs[mask.name], mask.quantization, name=mask.name),
+            dequantize(outputs[det.name], det.quantization),
+            dequantize_reply(outputs[mask.name], mask.quantization, name=mask.name),
             geometries, metadata.labels, options.mask_format, options.max_response_bytes,
             options.response_overhead)
     entries: list[dict[str, Any]] = [{} for _ in range(count)]
     classifiers = [o for o in metadata.outputs if o.role in CLASSIFIER_ROLES]
     for spec in metadata.outputs:
-        value = dequantize(spec, outputs[spec.name])
+        value = dequantize(outputs[spec.name], spec.quantization)
         if spec in classifiers and spec is classifiers[0]:
             for entry, item in zip(entries, classify(value, spec, metadata.labels,
                                                      options.top_k), strict=True):
@@ -72,36 +71,6 @@ def _segmentation_outputs(metadata: ModelMetadata) -> tuple[OutputSpec, OutputSp
     det = [o for o in metadata.outputs if o.role == "detections"]
     mask = [o for o in metadata.outputs if o.role == "masks"]
     return (det[0], mask[0]) if det and mask else None
-
-
-def dequantize(spec: OutputSpec, value: np.ndarray) -> np.ndarray:
-    """Quantized integers back to float32 with the recorded scale and zero point."""
-    return affine.dequantize(value, spec.quantization)
-
-
-def classify(value: np.ndarray, spec: OutputSpec, labels: tuple[str, ...] | None,
-             top_k: int) -> list[dict[str, Any]]:
-    probs = value.astype(np.float32).reshape(value.shape[0], -1)
-    if spec.role == "logits":
-        shifted = probs - probs.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
-        probs = exp / exp.sum(axis=1, keepdims=True)
-    k = min(top_k, probs.shape[1])
-    # Stable sort: equal scores keep class order, so answers are reproducible.
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    scores = np.take_along_axis(probs, order, axis=1)
-    result = []
-    for ids, row in zip(order.tolist(), scores.tolist(), strict=True):
-        ranked = [{"class_id": i, "label": _label(labels, i), "score": round(s, SCORE_DIGITS)}
-                  for i, s in zip(ids, row, strict=True)]
-        result.append({**ranked[0], "top_k": ranked})
-    return result
-
-
-def _label(labels: tuple[str, ...] | None, index: int) -> str:
-    if labels and index < len(labels):
-        return labels[index]
-    return str(index)
 
 
 def _plain(value: Any) -> Any:

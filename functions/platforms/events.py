@@ -22,7 +22,7 @@ recognised and answered with what to change on the gateway, instead of "not an i
 
 The answer is JSON text when the content type is textual, base64 otherwise. Each dialect
 knows the largest answer its platform returns (`response_limit`, measured on the event
-result as the runtime serialises it); `functions.serverless` enforces it.
+result as the runtime serialises it); `functions.platforms.gateway` enforces it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
 from functions.errors import BadRequest
-from functions.http import Headers, HttpRequest, HttpResponse
+from functions.httpio import Headers, HttpRequest, HttpResponse
 
 LAMBDA_RESPONSE_LIMIT = 6_291_456
 """AWS Lambda's synchronous invocation payload limit (6 MB), for the serialised result."""

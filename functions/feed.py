@@ -3,47 +3,30 @@
 Most prepared models take the encoded image and decode it in their own graph; they get
 the bytes. A model whose image input is ``quantized_pixels`` (a Mask R-CNN exported to
 take int8 pixels, say) gets them decoded, resized and normalised here exactly as the
-wrapped graph would (`functions.preprocess`), then quantized with the input's
+wrapped graph would (`functions.pixels`), then quantized with the input's
 `modelmeta.Quantization`: ``q = clip(round(value / scale) + zero_point)``, clipped,
 never wrapped.
 
-Such models often take more than the image. Mask R-CNN's other inputs are filled by
-name, since the metadata calls them plain tensors:
-
-``input_image_meta`` ``[B, 12 + classes]``
-    matterport's ``compose_image_meta``: image id, original shape (h, w, c), molded
-    shape, window (y1, x1, y2, x2), scale, then 1 for every class (all active).
-``input_anchors`` ``[B, A, 4]``
-    matterport's ``generate_pyramid_anchors`` with its default configuration
-    (scales 32-512, ratios 0.5/1/2, strides 4-64, anchor stride 1), normalised to the
-    molded size; when the metadata fixes ``A``, it is checked.
+Such models often take more than the image: Mask R-CNN's image meta and anchors are
+filled by name (`functions.maskrcnn`), since the metadata calls them plain tensors.
 
 Any other tensor input is a model the function cannot feed, said plainly (500). The
 same `Geometry` that places the image in the model's input is what
-`functions.masks` needs to put the answers back on the client's image.
+`functions.answers.masks` needs to put the answers back on the client's image.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
-from functions.affine import quantize
-from functions.decode import ImageInput
+from functions.answers.masks import Geometry
 from functions.errors import InvalidImage, ServiceError
-from functions.masks import Geometry
+from functions.maskrcnn import ANCHORS, IMAGE_META, META_FIXED, image_meta, pyramid_anchors
+from functions.quantization import quantize
+from functions.request.images import ImageInput
 from modelmeta import ImageSpec, InputSpec, ModelMetadata
-
-IMAGE_META = "input_image_meta"
-ANCHORS = "input_anchors"
-META_FIXED = 12
-"""Values of the image meta before the per-class flags."""
-ANCHOR_SCALES = (32, 64, 128, 256, 512)
-ANCHOR_RATIOS = (0.5, 1.0, 2.0)
-BACKBONE_STRIDES = (4, 8, 16, 32, 64)
-ANCHOR_STRIDE = 1
 
 
 def model_inputs(metadata: ModelMetadata, images: Sequence[ImageInput]) -> dict[str, np.ndarray]:
@@ -67,7 +50,7 @@ def image_geometry(image: ImageInput, spec: ImageSpec) -> Geometry:
     """Where the image lands in the model's input under the spec's resize mode.
 
     The scaled size is computed as the graph does it (float32, round half to even), so
-    the window matches the pixels `functions.preprocess.resize` and the wrapped graph
+    the window matches the pixels `functions.pixels.resize` and the wrapped graph
     produce.
     """
     height, width = image.height, image.width
@@ -88,56 +71,22 @@ def image_geometry(image: ImageInput, spec: ImageSpec) -> Geometry:
                     molded_width=spec.width, window=window)
 
 
-def image_meta(geometries: Sequence[Geometry], channels: int, classes: int) -> np.ndarray:
-    """matterport's ``compose_image_meta`` for each image, as float32 ``[B, 12 + classes]``."""
-    rows = []
-    for i, g in enumerate(geometries):
-        y1, _x1, y2, _x2 = g.window
-        scale = (y2 - y1) / g.height
-        rows.append([i, g.height, g.width, channels, g.molded_height, g.molded_width,
-                     channels, *g.window, scale, *([1] * classes)])
-    return np.array(rows, np.float32).reshape(len(geometries), META_FIXED + classes)
-
-
-def pyramid_anchors(height: int, width: int) -> np.ndarray:
-    """matterport's pyramid anchors for a molded image, normalised: float32 ``[A, 4]``.
-
-    One level per backbone stride, each the cells of a ``ceil(size / stride)`` feature
-    map times the ratios, as (y1, x1, y2, x2); then ``norm_boxes``:
-    ``(box - (0, 0, 1, 1)) / (h - 1, w - 1, h - 1, w - 1)``.
-    """
-    levels = []
-    for scale, stride in zip(ANCHOR_SCALES, BACKBONE_STRIDES, strict=True):
-        ratios = np.asarray(ANCHOR_RATIOS, np.float64)
-        heights, widths = scale / np.sqrt(ratios), scale * np.sqrt(ratios)
-        ys = np.arange(0, math.ceil(height / stride), ANCHOR_STRIDE) * stride
-        xs = np.arange(0, math.ceil(width / stride), ANCHOR_STRIDE) * stride
-        cy, cx = np.meshgrid(ys, xs, indexing="ij")
-        centres = np.stack([cy.ravel(), cx.ravel()], axis=1)[:, None, :]
-        sizes = np.stack([heights, widths], axis=1)[None, :, :]
-        boxes = np.concatenate([centres - 0.5 * sizes, centres + 0.5 * sizes], axis=2)
-        levels.append(boxes.reshape(-1, 4))
-    anchors = np.concatenate(levels)
-    scale = np.array([height - 1, width - 1, height - 1, width - 1], np.float64)
-    return ((anchors - [0, 0, 1, 1]) / scale).astype(np.float32)
-
-
 def _image_tensor(spec: InputSpec, images: Sequence[ImageInput]) -> np.ndarray:
     if spec.kind != "quantized_pixels":
         # Decoded by the graph (or by a backend that repeats the graph): the bytes as sent.
         return np.array([image.data for image in images], dtype=object)
-    from functions import preprocess
+    from functions import pixels
 
     image = spec.image
     out = np.empty((len(images), image.height, image.width, image.channels),
                    spec.quantization.dtype)
     for i, item in enumerate(images):
         try:
-            pixels = preprocess.decode_image(item.data, image.channels)
+            decoded = pixels.decode_image(item.data, image.channels)
         except InvalidImage as exc:
             raise InvalidImage(f"{item.where}: {exc.message}") from exc
-        resized = preprocess.resize(pixels, image)
-        out[i] = quantize(preprocess.normalize(resized, image.normalization),
+        resized = pixels.resize(decoded, image)
+        out[i] = quantize(pixels.normalize(resized, image.normalization),
                           spec.quantization)
     return out
 

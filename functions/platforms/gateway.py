@@ -1,4 +1,4 @@
-"""What the Lambda and SCF bindings share: one App per process and the response limit.
+"""What the Lambda and SCF bindings share: an event in, the app, a result that fits.
 
     platform event ─▶ events.*Event.request ─▶ App.handle ─▶ events.*Event.result
                                                                │ larger than the platform
@@ -15,14 +15,13 @@ will be serialised.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
-from functions.app import App
 from functions.config import ConfigError, Settings
-from functions.errors import PayloadTooLarge, ServiceError
-from functions.events import PlatformEvent, payload_size
-from functions.http import HttpResponse
+from functions.errors import PayloadTooLarge, ServiceError, render
+from functions.httpio import HttpResponse
+from functions.platforms.events import PlatformEvent, payload_size
+from functions.platforms.process import MISCONFIGURED, ProcessApp
 
 log = logging.getLogger("functions")
 
@@ -30,51 +29,18 @@ _CARRIED_HEADERS = ("x-request-id", "access-control-allow-origin", "vary")
 """Headers of the original answer that an error or offload answer replacing it keeps."""
 
 
-class ProcessApp:
-    """The process's `App`, built from the environment on first use."""
-
-    def __init__(self) -> None:
-        self._app: App | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> App:
-        with self._lock:
-            if self._app is None:
-                self._app = App(Settings.from_env())
-            return self._app
-
-    def preload(self) -> None:
-        """Load the model now (at cold start, before the first request), if PRELOAD says so.
-
-        Failures are kept by the model and answered as 503 on each request, so this
-        never raises: a function that cannot load its model still answers why.
-        """
-        try:
-            settings = Settings.from_env()
-            if settings.preload:
-                self.get().model.get()
-        except ConfigError as exc:
-            log.error("configuration error: %s", exc)
-        except ServiceError:
-            pass  # recorded by the model; every request will say what went wrong
-        except Exception:
-            log.exception("preloading the model failed")
-
-
 def serve(event: PlatformEvent, app: ProcessApp, request_id: str | None = None
           ) -> dict[str, Any]:
     """Answer one platform event with the result that platform expects; never raises."""
     try:
         application = app.get()
-    except ConfigError as exc:
-        log.error("configuration error: %s", exc)
-        return event.result(_error(ServiceError(
-            "the function is misconfigured; the server log has the details")))
+    except ConfigError:
+        return event.result(render(MISCONFIGURED))
     try:
         request = event.request(request_id)
     except ServiceError as exc:
         log.info("refused a %s event: %s", event.source, exc.message)
-        return event.result(_error(exc))
+        return event.result(render(exc))
     response = application.handle(request)
     return fit(event, response, application.settings)
 
@@ -92,7 +58,7 @@ def fit(event: PlatformEvent, response: HttpResponse, settings: Settings) -> dic
     else:
         log.warning("response of %d bytes is over the %d-byte limit of %s; answering 413",
                     size, limit, event.source)
-        replacement = _error(PayloadTooLarge(
+        replacement = render(PayloadTooLarge(
             f"the response is {size:,} bytes, more than the {limit:,} bytes {event.platform} "
             f"can return through {event.source}; send fewer images per request (or "
             "smaller ones), or set RESPONSE_OFFLOAD_URI to receive large results as a "
@@ -109,7 +75,7 @@ def _offload(response: HttpResponse, size: int, settings: Settings) -> HttpRespo
         url = offload_response(response.body, content_type, settings.response_offload_uri or "",
                                settings.response_url_seconds)
     except ServiceError as exc:
-        return _error(exc)
+        return render(exc)
     log.info("response of %d bytes offloaded to S3 (%d bytes of body)", size, len(response.body))
     return HttpResponse.json(200, {
         "result_url": url,
@@ -118,7 +84,3 @@ def _offload(response: HttpResponse, size: int, settings: Settings) -> HttpRespo
         "content_type": content_type,
         "bytes": len(response.body),
     })
-
-
-def _error(error: ServiceError) -> HttpResponse:
-    return HttpResponse.json(error.status, error.to_body(), error.headers)

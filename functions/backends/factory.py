@@ -1,0 +1,54 @@
+"""The backend BACKEND names, built from the settings with its imports done only then.
+
+Each backend imports its own dependencies when chosen: TensorFlow for ``inprocess``,
+requests or grpc for the TF Serving ones, the LiteRT runtime for ``litert``. A thin
+function that calls TF Serving therefore never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+from functions.backends import Backend
+from functions.config import Settings
+
+
+def create_backend(settings: Settings) -> Backend:
+    if settings.model_uri.lower().startswith("s3://"):
+        # A model kept in S3 is fetched into a local cache first (boto3 only then).
+        from functions.storage import resolve_model_uri
+
+        settings = resolve_model_uri(settings)
+    if settings.backend == "inprocess":
+        from functions.backends.inprocess import InProcessBackend
+
+        return InProcessBackend(settings.model_uri)
+    if settings.backend in ("tfserving-rest", "tfserving-grpc"):
+        # TF Serving over the network: no TensorFlow in this process.
+        return _remote_backend(settings)
+    if settings.backend == "litert":
+        # The bare model in the LiteRT runtime, images preprocessed in Python: no TensorFlow.
+        from functions.backends.litert import LiteRTBackend
+
+        return LiteRTBackend(settings.model_uri, settings.litert_flavour)
+    raise ValueError(f"unknown backend {settings.backend!r}")  # Settings.validate prevents it
+
+
+def _remote_backend(settings: Settings) -> Backend:
+    """The backend BACKEND names, for the model MODEL_NAME / MODEL_VERSION(_LABEL) name."""
+    from functions.backends.remote import Target, load_metadata
+
+    metadata = load_metadata(settings)
+    target = Target(
+        model_name=settings.model_name or metadata.name,
+        version=int(settings.model_version) if settings.model_version else None,
+        label=settings.model_version_label,
+        signature=metadata.signature,
+    )
+    common = {"timeout": settings.request_timeout, "retries": settings.upstream_retries}
+    if settings.backend == "tfserving-rest":
+        from functions.backends.tfserving_rest import RestBackend
+
+        return RestBackend(metadata, target, settings.tfserving_url or "http://127.0.0.1:8501",
+                           request_format=settings.tfserving_rest_format, **common)
+    from functions.backends.tfserving_grpc import GrpcBackend
+
+    return GrpcBackend(metadata, target, settings.tfserving_url or "127.0.0.1:8500", **common)
