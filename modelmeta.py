@@ -2,8 +2,16 @@
 
 `modelprep` writes this metadata next to every SavedModel it prepares, and
 `functions` reads it to know how to feed the model and how to read its answers.
-It is the only thing the two sides share, so it lives here, with no dependency
-on TensorFlow, HTTP or numpy.
+It is the contract between the two sides, so it lives here, at the root, with no
+dependency on TensorFlow, HTTP or numpy, and both import it.
+
+The dependency runs one way beyond it: `functions` knows nothing of `modelprep`,
+but `modelprep` does use the function's runtime code where it checks what the
+function will do: its numpy pixels and quantization (`functions.pixels`,
+`functions.quantization`) to build verify's samples and LiteRT's calibration
+images, and its LiteRT backend to run the flavours it verifies. Verifying with
+the very code that serves is the point: a copy could agree with the graph while
+the function does not.
 
 The file is JSON at ``<saved model>/assets.extra/model_metadata.json``
 (``assets.extra`` is where TF Serving keeps files it copies but never loads).

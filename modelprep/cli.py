@@ -97,10 +97,10 @@ def _parser() -> argparse.ArgumentParser:
                    "all of them, or the comma-separated KEYS (default: none)")
     p.add_argument("--graph-inputs", metavar="[ALIAS=]OP:N,...", help="a frozen GraphDef's "
                    "input tensors, e.g. images=input:0 (alias default: the op's name); "
-                   "required for a .pb, unused otherwise")
+                   "required for a .pb, unused otherwise (default: none)")
     p.add_argument("--graph-outputs", metavar="[ALIAS=]OP:N,...",
                    help="a frozen GraphDef's output tensors, e.g. probs=softmax:0; required "
-                   "for a .pb, unused otherwise")
+                   "for a .pb, unused otherwise (default: none)")
     p.add_argument("--input", action="append", default=[], metavar="NAME=KIND[:OPTIONS]",
                    help="the layer of one input (repeatable): image_bytes, image_base64, "
                    "quantized_pixels[:DTYPE[:LOW:HIGH|:scale=S:zero_point=Z]], "

@@ -360,10 +360,8 @@ def _metadata_lines(info: SavedModelInfo) -> list[str]:
 
     lines = [head, f"  name       {meta.name}", f"  signature  {meta.signature}"]
     rows: list[tuple[str, str, str]] = []
-    for spec in meta.inputs:
-        rows.append(("in", spec.name, _input_summary(spec)))
-    for spec in meta.outputs:
-        rows.append(("out", spec.name, _output_summary(spec)))
+    rows += [("in", spec.name, _input_summary(spec)) for spec in meta.inputs]
+    rows += [("out", out.name, _output_summary(out)) for out in meta.outputs]
     width = max(len(name) for _, name, _ in rows)
     for title, side in (("inputs", "in"), ("outputs", "out")):
         lines.append(f"  {title}")

@@ -201,7 +201,7 @@ class OutputLayer:
         elif self.quantize is not None:
             raise OptionSyntaxError(f"a {self.kind} output takes no quantization")
         if (self.low is None) != (self.high is None) or (
-                self.low is not None and not self.high > self.low):
+                self.low is not None and self.high is not None and not self.high > self.low):
             raise OptionSyntaxError(f"png range needs LOW < HIGH, got [{self.low}, {self.high}]")
         if self.low is not None and self.kind != "png":
             raise OptionSyntaxError(f"only png outputs take a value range, not {self.kind}")

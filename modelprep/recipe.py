@@ -36,6 +36,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +172,8 @@ def parse_recipe(data: Mapping[str, Any], path: Path) -> Recipe:
                                 default=wrap.out if wrap else None)
         for key in ("graph_inputs", "graph_outputs"):  # a frozen GraphDef's, as for wrap
             if isinstance(table.get(key), str):
-                table[key] = _cli_form(lambda k=key: options.parse_graph_tensors(table[k], k),
+                text: str = table[key]
+                table[key] = _cli_form(partial(options.parse_graph_tensors, text, key),
                                        f"[verify] {key}", where)
             elif key not in table and wrap and getattr(wrap.options, key, None):
                 table[key] = dict(getattr(wrap.options, key))
@@ -196,21 +198,26 @@ def run_recipe(recipe: Recipe, progress: Callable[[str], None] = lambda _msg: No
     from modelprep.wrap import wrap, wrap_summary
 
     steps = [s for s in SECTIONS if getattr(recipe, s) is not None]
-    metadata = verify_report = exported = None
+    metadata: ModelMetadata | None = None
+    verify_report: VerifyReport | None = None
+    exported: ExportResult | None = None
     for number, name in enumerate(steps, 1):
         progress(f"step {number}/{len(steps)}: {name}")
-        if name == "wrap":
-            step = recipe.wrap
-            metadata = wrap(step.src, step.out, step.options, progress=progress, warn=warn)
-            report(f"wrote {step.out}: {wrap_summary(metadata)}")
-        elif name == "verify":
-            step = recipe.verify
-            verify_report = verify(step.original, step.prepared, step.options, progress=progress)
+        if name == "wrap" and recipe.wrap is not None:
+            to_wrap = recipe.wrap
+            metadata = wrap(to_wrap.src, to_wrap.out, to_wrap.options, progress=progress,
+                            warn=warn)
+            report(f"wrote {to_wrap.out}: {wrap_summary(metadata)}")
+        elif name == "verify" and recipe.verify is not None:
+            to_verify = recipe.verify
+            verify_report = verify(to_verify.original, to_verify.prepared, to_verify.options,
+                                   progress=progress)
             report(verify_report.format())
             verify_report.raise_if_failed()
-        else:
-            step = recipe.export
-            exported = export(step.prepared, step.base, step.options, progress=progress)
+        elif recipe.export is not None:
+            to_export = recipe.export
+            exported = export(to_export.prepared, to_export.base, to_export.options,
+                              progress=progress)
             report(format_export(exported))
     return PrepareResult(metadata, verify_report, exported)
 
@@ -262,8 +269,7 @@ def _wrap_options(table: dict[str, Any], convert: _Convert) -> WrapOptions:
     }
     for key, value in table.items():
         if key in text_forms and isinstance(value, str):
-            values[key] = _cli_form(lambda k=key, v=value: text_forms[k](v), f"[wrap] {key}",
-                                    where)
+            values[key] = _cli_form(partial(text_forms[key], value), f"[wrap] {key}", where)
         else:
             values[key] = value
     return convert.options(WrapOptions, values, "[wrap]")
@@ -475,7 +481,8 @@ def _dataclass_hook(cls: type, converter: cattrs.Converter) -> Callable[[Any, An
     as it is (the [wrap] flags give ready-made ones)."""
     from cattrs.gen import make_dict_structure_fn
 
-    from_table = make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True)
+    from_table: Callable[[Any, Any], Any] = make_dict_structure_fn(
+        cls, converter, _cattrs_forbid_extra_keys=True)
     names = sorted(_field_names(cls))
     parse = getattr(cls, "parse", None)
 

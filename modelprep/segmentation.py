@@ -237,10 +237,12 @@ def _paint(rng: np.random.Generator, height: int, width: int, boxes, noise: floa
         mask = shape_mask(kind, y2 - y1, flip=bool(rng.integers(2)))
         colour = _contrasting(rng, background, min_contrast)
         canvas[y1:y2, x1:x2][mask] = colour
-        shapes.append(Shape(kind, (y1, x1, y2, x2), mask, tuple(int(v) for v in colour)))
+        red, green, blue = (int(v) for v in colour)
+        shapes.append(Shape(kind, (y1, x1, y2, x2), mask, (red, green, blue)))
     canvas += rng.normal(0.0, noise, canvas.shape)
     image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
-    return Scene(image, tuple(shapes), tuple(int(v) for v in background))
+    red, green, blue = (int(v) for v in background)
+    return Scene(image, tuple(shapes), (red, green, blue))
 
 
 def _contrasting(rng: np.random.Generator, background: np.ndarray,

@@ -466,10 +466,12 @@ def _check_options(options: VerifyOptions) -> None:
     if options.samples not in SAMPLE_KINDS:
         raise ModelprepError(f"samples must be one of {', '.join(SAMPLE_KINDS)}, "
                              f"got {options.samples!r}")
-    for what, value in (("count", options.count), ("batch_size", options.batch_size)):
-        if value < 1:
-            raise ModelprepError(f"{what} must be at least 1, got {value}")
-    for name, value in (("tolerance", options.tolerance), *options.output_tolerance.items()):
+    for what, count in (("count", options.count), ("batch_size", options.batch_size)):
+        if count < 1:
+            raise ModelprepError(f"{what} must be at least 1, got {count}")
+    tolerances: list[tuple[str, float]] = [("tolerance", options.tolerance),
+                                           *options.output_tolerance.items()]
+    for name, value in tolerances:
         if not (math.isfinite(value) and value >= 0):
             raise ModelprepError(f"tolerance for {name!r} must be a non-negative number, "
                                  f"got {value!r}")

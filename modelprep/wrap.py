@@ -122,7 +122,8 @@ def wrap(src: str | Path, out: str | Path, options: WrapOptions | None = None,
 
     wired = concrete.structured_outputs
     image = next((p for p in inputs if p.image is not None), None)
-    described = {"path": str(src), "format": source.format, "signature": source.signature}
+    described: dict[str, Any] = {"path": str(src), "format": source.format,
+                                 "signature": source.signature}
     if image is not None:
         described.update(input=image.source, input_shape=format_shape(image.target.shape))
     if options.graph_inputs or options.graph_outputs:
@@ -249,8 +250,8 @@ def _kept_signatures(source: Source, keep: bool | tuple[str, ...],
         return {}
     available = {**source.other_signatures}
     every = sorted({*available, *source.unusable_signatures})
-    explicit = keep is not True
-    names = list(keep) if explicit else every
+    explicit = not isinstance(keep, bool)
+    names = list(keep) if not isinstance(keep, bool) else every
     result = {}
     for name in names:
         if name == source.signature:

@@ -140,3 +140,20 @@ def test_wrapped_model_loads_in_a_fresh_process(demo_model, digits, tmp_path):
                             timeout=300, cwd="/")
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.strip()) == int(digits.y_test[0])
+
+
+def test_every_wrap_flag_documents_its_default():
+    """`modelprep wrap --help` is the reference a user reads: every flag says what happens
+    when it is left out."""
+    import argparse
+
+    from modelprep.cli import _parser
+
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flags = [a for a in sub.choices["wrap"]._actions if a.option_strings and a.dest != "help"]
+    assert len(flags) >= 20
+    for action in flags:
+        assert "default" in (action.help or ""), action.option_strings
+    text = sub.choices["wrap"].format_help()
+    assert "crop (fill the frame, cut the overflow, centred)" in " ".join(text.split())
+    assert "1 (gray) or 3 (RGB)" in text
