@@ -322,7 +322,7 @@ def test_verify_help_lists_the_option_fields():
 def test_wrapped_tf1_fixture_passes(tmp_path):
     """TF Serving's TF1 half_plus_two, straight from its model base: x passed through,
     y quantized to int8 over [0, 10]."""
-    from modelprep.layers import InputLayer, OutputLayer
+    from modelprep.options import InputLayer, OutputLayer
     from modelprep.wrap import WrapOptions, wrap
 
     wrap(HALF_PLUS_TWO.parent, tmp_path / "w", WrapOptions(
@@ -336,7 +336,7 @@ def test_wrapped_tf1_fixture_passes(tmp_path):
 
 @pytest.mark.slow
 def test_wrapped_mask_model_with_quantized_and_png_outputs_passes(masks, tmp_path):
-    from modelprep.layers import OutputLayer
+    from modelprep.options import OutputLayer
     from modelprep.wrap import WrapOptions, wrap
 
     original, _ = masks
@@ -350,7 +350,7 @@ def test_wrapped_mask_model_with_quantized_and_png_outputs_passes(masks, tmp_pat
 
 @pytest.mark.slow
 def test_wrapped_int8_pixel_input_passes(demo_model, tmp_path):
-    from modelprep.layers import InputLayer
+    from modelprep.options import InputLayer
     from modelprep.wrap import WrapOptions, wrap
 
     wrap(demo_model.original, tmp_path / "w", WrapOptions(
@@ -366,7 +366,7 @@ def test_wrapped_keras_mobilenet_passes(tmp_path):
     probabilities quantized to uint8."""
     import keras
 
-    from modelprep.layers import OutputLayer
+    from modelprep.options import OutputLayer
     from modelprep.wrap import WrapOptions, wrap
 
     keras.utils.set_random_seed(0)
