@@ -12,13 +12,21 @@ project. Checked here, for every AWS::Serverless::Function (with Globals applied
 * a handler that resolves: the module file under CodeUri (or in the image) defines it;
 * the function's pinned requirements agree with requirements.lock;
 * every environment variable is one the function reads (functions/config.py) and
-  BACKEND names a backend that exists.
+  BACKEND names a backend that exists;
+* a Function URL that can be public is: SAM writes the two statements a public URL needs
+  (lambda:InvokeFunctionUrl with FunctionUrlAuthType NONE, lambda:InvokeFunction with
+  InvokedViaFunctionUrl) only for a literal ``AuthType: NONE``; for ``AuthType: !Ref P`` the
+  template must hold both as AWS::Lambda::Permission resources, made exactly when P is NONE
+  and the function exists (their Conditions are evaluated for every value of the
+  parameters involved).
 """
 
 from __future__ import annotations
 
 import ast
 import datetime as dt
+import itertools
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -74,6 +82,7 @@ def check(template_path: Path, root: Path = ROOT, today: dt.date | None = None,
         props = {**globals_, **(resource.get("Properties") or {})}
         props["Environment"] = _merged_environment(globals_, resource.get("Properties") or {})
         fn = _Function(name, props, resource.get("Metadata") or {}, params, base)
+        problems += function_url(template, name, resource)
         problems += fn.limits()
         problems += fn.api_timeout()
         problems += fn.environment(known_vars, backends)
@@ -84,8 +93,140 @@ def check(template_path: Path, root: Path = ROOT, today: dt.date | None = None,
     return problems
 
 
+PUBLIC_URL_STATEMENTS = {
+    "lambda:InvokeFunctionUrl": ("FunctionUrlAuthType", "NONE"),
+    "lambda:InvokeFunction": ("InvokedViaFunctionUrl", True),
+}
+"""The two statements a Function URL with AuthType NONE needs, by action: the property
+that scopes each one to the URL and its value."""
+
+
+def function_url(template: dict[str, Any], name: str, resource: dict[str, Any]
+                 ) -> list[Problem]:
+    """Problems with the public access of ``name``'s Function URL (see the module doc)."""
+    auth = ((resource.get("Properties") or {}).get("FunctionUrlConfig") or {}).get("AuthType")
+    if not isinstance(auth, dict):
+        return []  # none, or a literal: SAM writes what NONE needs itself
+    parameter = auth.get("Ref")
+    spec = (template.get("Parameters") or {}).get(parameter) if parameter else None
+    if spec is None:
+        return [Problem(name, f"FunctionUrlConfig.AuthType {auth} is neither NONE, AWS_IAM "
+                              "nor a !Ref to a parameter")]
+    if "NONE" not in (spec.get("AllowedValues") or [spec.get("Default")]):
+        return []
+    problems = []
+    for action, (key, value) in PUBLIC_URL_STATEMENTS.items():
+        found = [(pname, presource) for pname, presource in
+                 (template.get("Resources") or {}).items()
+                 if presource.get("Type") == "AWS::Lambda::Permission"
+                 and (presource.get("Properties") or {}).get("FunctionName") == {"Ref": name}
+                 and (presource.get("Properties") or {}).get("Action") == action]
+        if not found:
+            problems.append(Problem(name, (
+                f"FunctionUrlConfig.AuthType is !Ref {parameter}, for which SAM writes no "
+                f"permission: with {parameter}=NONE every call to the URL is refused (403) "
+                f"unless an AWS::Lambda::Permission gives {action} to \"*\" with "
+                f"{key}: {json.dumps(value)}")))
+            continue
+        for pname, presource in found:
+            props = presource.get("Properties") or {}
+            if props.get("Principal") != "*" or props.get(key) != value:
+                problems.append(Problem(pname, f"a public Function URL needs Principal \"*\" "
+                                               f"and {key}: {json.dumps(value)}"))
+            wrong = _condition_mismatch(template, presource.get("Condition"),
+                                        resource.get("Condition"), parameter)
+            if wrong is not None:
+                problems.append(Problem(pname, f"made when {wrong}; it must be made exactly "
+                                               f"when {parameter} is NONE and {name} exists"))
+    return problems
+
+
+def _condition_mismatch(template: dict[str, Any], permission: str | None,
+                        function: str | None, parameter: str) -> str | None:
+    """The first parameter values (as text) for which ``permission``'s condition differs
+    from "``function``'s condition and ``parameter`` = NONE"; None if it never does."""
+    conditions = template.get("Conditions") or {}
+    specs = template.get("Parameters") or {}
+    names = {parameter} | _parameters_of(conditions, permission) | \
+        _parameters_of(conditions, function)
+    domains = []
+    for pname in sorted(names):
+        spec = specs.get(pname) or {}
+        default = spec.get("Default", "")
+        other = "" if default != "" else "x"
+        domains.append([(pname, v) for v in (spec.get("AllowedValues") or [default, other])])
+    for values in itertools.product(*domains):
+        params = dict(values)
+        wanted = params[parameter] == "NONE" and (
+            function is None or condition_value(conditions, function, params))
+        made = permission is None or condition_value(conditions, permission, params)
+        if made != wanted:
+            return ", ".join(f"{k}={v!r}" for k, v in values)
+    return None
+
+
+def _parameters_of(conditions: dict[str, Any], name: str | None) -> set[str]:
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if set(node) == {"Ref"}:
+                found.add(node["Ref"])
+            elif set(node) == {"Condition"}:
+                walk(conditions.get(node["Condition"]))
+            else:
+                for value in node.values():
+                    walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    if name is not None:
+        walk(conditions.get(name))
+    return found
+
+
+def condition_value(conditions: dict[str, Any], name: str, params: dict[str, Any]) -> bool:
+    """A template Condition's value for these parameter values, as CloudFormation works it
+    out (Fn::Equals, Fn::Not, Fn::And, Fn::Or, Condition, Ref to a parameter)."""
+
+    def value(node: Any) -> Any:
+        if isinstance(node, dict) and len(node) == 1:
+            ((key, arg),) = node.items()
+            if key == "Ref":
+                return params[arg]
+            if key == "Condition":
+                return value(conditions[arg])
+            if key == "Fn::Equals":
+                return str(value(arg[0])) == str(value(arg[1]))
+            if key == "Fn::Not":
+                return not value(arg[0])
+            if key == "Fn::And":
+                return all(value(a) for a in arg)
+            if key == "Fn::Or":
+                return any(value(a) for a in arg)
+        if isinstance(node, (str, int, bool)):
+            return node
+        raise ValueError(f"cannot evaluate {node!r} in Condition {name}")
+
+    return bool(value(conditions[name]))
+
+
+def deployed(template: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The resources CloudFormation makes for these parameter values (defaults for the
+    rest): those without a Condition and those whose Condition holds."""
+    values = {name: spec.get("Default") for name, spec in
+              (template.get("Parameters") or {}).items()}
+    values.update(params)
+    conditions = template.get("Conditions") or {}
+    return {name: resource for name, resource in (template.get("Resources") or {}).items()
+            if "Condition" not in resource
+            or condition_value(conditions, resource["Condition"], values)}
+
+
 def load_template(path: Path) -> dict[str, Any]:
-    """YAML with CloudFormation's short tags (!Ref, !Sub, ...) read as {"Fn::...": ...}."""
+    """YAML with CloudFormation's short tags read as its JSON form: !Sub X as {"Fn::Sub": X},
+    !Ref and !Condition as {"Ref": X} and {"Condition": X}."""
     import yaml
 
     class Loader(yaml.SafeLoader):
@@ -98,7 +239,7 @@ def load_template(path: Path) -> dict[str, Any]:
             value = loader.construct_sequence(node, deep=True)
         else:
             value = loader.construct_mapping(node, deep=True)
-        return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
+        return {suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}": value}
 
     Loader.add_multi_constructor("!", tagged)
     return yaml.load(path.read_text(), Loader=Loader) or {}

@@ -53,9 +53,11 @@ def problems_after(tmp_path, old: str, new: str) -> list[str]:
       "python3.9, python3.10, python3.11, python3.12, python3.13, python3.14)"
       for fn in ZIP_FUNCTIONS]),
     ("Runtime: python3.12", "Runtime: python3.10",
-     [f"{fn}: Runtime python3.10 is deprecated since 2026-10-31" for fn in ZIP_FUNCTIONS]),
-    ("Runtime: python3.12", "Runtime: python3.13",
-     [f"{fn}: Runtime python3.13 is outside the project's requires-python >=3.10,<3.13"
+     [problem for fn in ZIP_FUNCTIONS for problem in (
+         f"{fn}: Runtime python3.10 is deprecated since 2026-10-31",
+         f"{fn}: Runtime python3.10 is outside the project's requires-python >=3.11,<3.14")]),
+    ("Runtime: python3.12", "Runtime: python3.14",
+     [f"{fn}: Runtime python3.14 is outside the project's requires-python >=3.11,<3.14"
       for fn in ZIP_FUNCTIONS]),
     ("Runtime: python3.12", "Runtime: nodejs22.x",
      [f"{fn}: Runtime nodejs22.x is not Python; the handler is" for fn in ZIP_FUNCTIONS]),
@@ -70,6 +72,34 @@ def problems_after(tmp_path, old: str, new: str) -> list[str]:
       "(functions/config.py); a typo?"]),
 ])
 def test_each_check_catches_its_mistake(tmp_path, old, new, expected):
+    assert problems_after(tmp_path, old, new) == expected
+
+
+URL_FUNCTIONS = ("PredictFunction",) + ZIP_FUNCTIONS
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("Action: lambda:InvokeFunction\n", "Action: lambda:GetFunction\n",
+     [f"{fn}: FunctionUrlConfig.AuthType is !Ref FunctionUrlAuthType, for which SAM writes no "
+      "permission: with FunctionUrlAuthType=NONE every call to the URL is refused (403) unless "
+      'an AWS::Lambda::Permission gives lambda:InvokeFunction to "*" with '
+      "InvokedViaFunctionUrl: true" for fn in URL_FUNCTIONS]),
+    ("FunctionUrlAuthType: NONE\n", "FunctionUrlAuthType: AWS_IAM\n",
+     [f'{fn}UrlPublicAccess: a public Function URL needs Principal "*" and '
+      'FunctionUrlAuthType: "NONE"' for fn in URL_FUNCTIONS]),
+    ("Condition: PublicAdapterUrl", "Condition: HasAdapter",
+     [f"AdapterFunctionUrlPublic{kind}: made when FunctionUrlAuthType='AWS_IAM', "
+      "TfServingUrl='x'; it must be made exactly when FunctionUrlAuthType is NONE and "
+      "AdapterFunction exists" for kind in ("Access", "Invoke")]),
+    ("Condition: PublicLiteRTUrl", "Condition: PublicUrls",
+     [f"LiteRTFunctionUrlPublic{kind}: made when FunctionUrlAuthType='NONE', "
+      "LiteRTFlavour='none'; it must be made exactly when FunctionUrlAuthType is NONE and "
+      "LiteRTFunction exists" for kind in ("Access", "Invoke")]),
+])
+def test_public_function_urls_need_both_statements_made_when_public(tmp_path, old, new,
+                                                                    expected):
+    """SAM writes no permission for ``AuthType: !Ref``: without both statements a public
+    URL answers every call 403; made for AWS_IAM too, they would open it to anyone."""
     assert problems_after(tmp_path, old, new) == expected
 
 
@@ -99,7 +129,7 @@ def test_dockerfile_base_image_and_command(tmp_path):
     assert [str(p) for p in check(tmp_path / "template.yaml", today=TODAY)] == [
         "PredictFunction: Dockerfile's base image python3.9 is deprecated since 2025-12-15",
         "PredictFunction: Dockerfile's base image python3.9 is outside the project's "
-        "requires-python >=3.10,<3.13",
+        "requires-python >=3.11,<3.14",
         "PredictFunction: handler 'functions.platforms.aws.main': aws.py defines no main()",
     ]
 
