@@ -14,6 +14,11 @@ One interpreter per process, reused by every request and guarded by a lock
 happens outside the lock, so concurrent requests overlap there. Items of a
 batch run one at a time at batch size 1, the size the interpreter was
 allocated for, so no request pays for re-allocating tensors.
+
+A flavour whose metadata says it missed its tolerance against the original
+(``verified: false``, written by ``modelprep litert``) is not served: the backend
+is not ready, with the reason, unless ``LITERT_ALLOW_UNVERIFIED=true`` (then it
+logs a warning).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from functions import pixels
+from functions.config import _bool as env_flag  # the settings' own true/false parsing
 from functions.errors import ModelNotReady, ServiceError
 from functions.quantization import dequantize, to_input_dtype
 from modelmeta import (
@@ -39,6 +45,9 @@ from modelmeta import (
 )
 
 log = logging.getLogger(__name__)
+
+ALLOW_UNVERIFIED = "LITERT_ALLOW_UNVERIFIED"
+"""Set to true to serve a flavour whose metadata says ``verified: false``."""
 
 IMAGE_INPUT = "image_bytes"
 """The name the function feeds encoded images under, as for a wrapped SavedModel."""
@@ -140,9 +149,13 @@ class LiteRTModel:
 class LiteRTBackend:
     """The function's backend over `LiteRTModel`, fed encoded images like a wrapped model."""
 
-    def __init__(self, model_uri: str | Path, flavour: str = "float") -> None:
+    def __init__(self, model_uri: str | Path, flavour: str = "float",
+                 allow_unverified: bool | None = None) -> None:
         files = find_model(model_uri, flavour)
         flavour_metadata = load_metadata(files.metadata)
+        if allow_unverified is None:
+            allow_unverified = env_flag(os.environ, ALLOW_UNVERIFIED, False)
+        check_verified(flavour, files.model, flavour_metadata, allow_unverified)
         self.model = LiteRTModel(files.model, flavour_metadata)
         self.metadata = service_metadata(flavour_metadata)
         log.info("LiteRT %s model %s loaded", flavour, files.model)
@@ -154,6 +167,31 @@ class LiteRTBackend:
             raise ServiceError(f"the LiteRT backend is fed {IMAGE_INPUT!r}, got "
                                f"{sorted(inputs)}") from exc
         return self.model.predict_images(encoded)
+
+
+def check_verified(flavour: str, model: Path, metadata: ModelMetadata,
+                   allow_unverified: bool) -> None:
+    """Refuse a flavour whose metadata says it missed its tolerance against the original
+    (``source.verified: false``, written by ``modelprep litert``): an int8 model
+    calibrated on the wrong images answers confidently and wrongly. With
+    `allow_unverified` it is served, with a warning in the log; a flavour exported
+    before modelprep recorded the verdict is served with a warning too."""
+    verified = metadata.source.get("verified")
+    detail = metadata.source.get("verification") or "no detail recorded"
+    if verified is True:
+        return
+    if verified is None:
+        log.warning("LiteRT %s model %s carries no verification verdict (exported by an "
+                    "older modelprep); `modelprep litert` checks it against the original",
+                    flavour, model)
+        return
+    if not allow_unverified:
+        raise ModelNotReady(f"the LiteRT {flavour} model {model} is not verified against the "
+                            f"original model ({detail}); export it again with `modelprep "
+                            f"litert` (for int8, --images DIR of representative photos), or "
+                            f"set {ALLOW_UNVERIFIED}=true to serve it anyway")
+    log.warning("serving the LiteRT %s model %s although it is not verified against the "
+                "original (%s), because %s=true", flavour, model, detail, ALLOW_UNVERIFIED)
 
 
 def service_metadata(flavour: ModelMetadata) -> ModelMetadata:

@@ -295,3 +295,77 @@ def test_exported_metadata_is_the_contract(litert_export):
     assert (scores.name, scores.role, scores.dtype) == ("scores", "probabilities", "int8")
     assert (scores.quantization.scale, scores.quantization.zero_point) == (1 / 256, -128)
     assert int8.labels == tuple(str(i) for i in range(10))
+
+
+@pytest.fixture(scope="module")
+def failed_int8(demo_model, tmp_path_factory):
+    """An int8 flavour calibrated on one blank image: `modelprep litert` catches it and
+    marks it ``verified: false`` (see tests/litert/test_export.py)."""
+    from modelprep.litert import LiteRTOptions, export_litert
+
+    tmp = tmp_path_factory.mktemp("failed-int8")
+    (tmp / "blank").mkdir()
+    (tmp / "blank" / "blank.png").write_bytes(encode(np.zeros((28, 28), np.uint8)))
+    result = export_litert(demo_model.served, LiteRTOptions(
+        flavours=("int8",), out=tmp / "litert", images=tmp / "blank", verify_count=16))
+    assert result.failed == ("int8",)
+    return tmp / "litert"
+
+
+def wait_for_health(srv) -> dict:
+    import time
+
+    for _ in range(200):
+        health = srv.get("/healthz").json()
+        if health["status"] != "loading":
+            return health
+        time.sleep(0.1)
+    return health
+
+
+def test_a_flavour_that_failed_verification_is_not_served(failed_int8, tmp_path, digits):
+    srv = start_server(tmp_path, {"BACKEND": "litert", "MODEL_URI": str(failed_int8),
+                                  "LITERT_FLAVOUR": "int8"}, ready_status=503)
+    try:
+        health = wait_for_health(srv)
+        assert health["status"] == "failed"
+        message = health["error"]["message"]
+        assert message.startswith(f"the LiteRT int8 model {failed_int8 / 'model_int8.tflite'} "
+                                  "is not verified against the original model (16 images")
+        assert message.endswith("or set LITERT_ALLOW_UNVERIFIED=true to serve it anyway")
+        response = srv.post(data=encode(digits.x_test[0]), headers={"Content-Type": "image/png"})
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "model_not_ready"
+    finally:
+        stop_server(srv)
+
+
+def test_serving_an_unverified_flavour_is_an_explicit_choice_and_logged(failed_int8, tmp_path,
+                                                                       digits):
+    srv = start_server(tmp_path, {"BACKEND": "litert", "MODEL_URI": str(failed_int8),
+                                  "LITERT_FLAVOUR": "int8", "LITERT_ALLOW_UNVERIFIED": "true"})
+    try:
+        response = srv.post(data=encode(digits.x_test[0]), headers={"Content-Type": "image/png"})
+        assert response.status_code == 200, response.text
+        log = srv.log.read_text()
+        assert "serving the LiteRT int8 model" in log
+        assert "because LITERT_ALLOW_UNVERIFIED=true" in log
+    finally:
+        stop_server(srv)
+
+
+def test_verified_flavours_and_older_exports_are_served(litert_export, tmp_path, caplog):
+    from functions.backends.litert import LiteRTBackend
+
+    for flavour in ("float", "int8"):
+        meta = ModelMetadata.from_json((litert_export.out / f"model_{flavour}.json").read_text())
+        assert meta.source["verified"] is True
+        LiteRTBackend(litert_export.out, flavour, allow_unverified=False)
+    folder = tmp_path / "litert"
+    shutil.copytree(litert_export.out, folder)
+    meta = json.loads((folder / "model_float.json").read_text())
+    del meta["source"]["verified"], meta["source"]["verification"]
+    (folder / "model_float.json").write_text(json.dumps(meta))
+    with caplog.at_level("WARNING"):
+        LiteRTBackend(folder, "float", allow_unverified=False)
+    assert "carries no verification verdict" in caplog.text
