@@ -45,6 +45,7 @@ serve: demo
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/python -m mypy
 
 browser:
 	bash examples/ci/install-chromium.sh || echo "chromium not installed: the browser tests will skip"

@@ -32,7 +32,7 @@ from modelmeta import ImageSpec, InputSpec, ModelMetadata
 def model_inputs(metadata: ModelMetadata, images: Sequence[ImageInput]) -> dict[str, np.ndarray]:
     """Every input of the signature for a batch of images."""
     image_spec = metadata.image_input
-    if image_spec is None:
+    if image_spec is None or image_spec.image is None:
         raise ServiceError("the served model has no image input")
     inputs: dict[str, np.ndarray] = {}
     for spec in metadata.inputs:
@@ -77,17 +77,18 @@ def _image_tensor(spec: InputSpec, images: Sequence[ImageInput]) -> np.ndarray:
         return np.array([image.data for image in images], dtype=object)
     from functions import pixels
 
-    image = spec.image
+    image, quantization = spec.image, spec.quantization
+    if image is None or quantization is None:  # modelmeta requires both for this kind
+        raise ServiceError(f"the served model's {spec.name!r} lacks its image or quantization")
     out = np.empty((len(images), image.height, image.width, image.channels),
-                   spec.quantization.dtype)
+                   quantization.dtype)
     for i, item in enumerate(images):
         try:
             decoded = pixels.decode_image(item.data, image.channels)
         except InvalidImage as exc:
             raise InvalidImage(f"{item.where}: {exc.message}") from exc
         resized = pixels.resize(decoded, image)
-        out[i] = quantize(pixels.normalize(resized, image.normalization),
-                          spec.quantization)
+        out[i] = quantize(pixels.normalize(resized, image.normalization), quantization)
     return out
 
 

@@ -60,5 +60,5 @@ def pyramid_anchors(height: int, width: int) -> np.ndarray:
         boxes = np.concatenate([centres - 0.5 * sizes, centres + 0.5 * sizes], axis=2)
         levels.append(boxes.reshape(-1, 4))
     anchors = np.concatenate(levels)
-    scale = np.array([height - 1, width - 1, height - 1, width - 1], np.float64)
-    return ((anchors - [0, 0, 1, 1]) / scale).astype(np.float32)
+    extent = np.array([height - 1, width - 1, height - 1, width - 1], np.float64)
+    return ((anchors - [0, 0, 1, 1]) / extent).astype(np.float32)

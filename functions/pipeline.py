@@ -27,7 +27,7 @@ from functions.loader import LoadedModel
 from functions.request import options
 from functions.request.images import ImageInput, upright
 from functions.request.parse import parse_predict_request
-from modelmeta import ModelMetadata
+from modelmeta import ImageSpec, ModelMetadata
 
 log = logging.getLogger("functions")
 
@@ -42,7 +42,7 @@ def predict(request: HttpRequest, settings: Settings, model: LoadedModel) -> Htt
     answer = _answer_options(parsed.options, metadata, settings, info)
     images = tuple(upright(image) for image in parsed.images)
     outputs = run(backend, images)
-    geometries = [image_geometry(image, metadata.image_input.image) for image in images]
+    geometries = [image_geometry(image, image_spec(metadata)) for image in images]
     body = {"predictions": predictions(metadata, outputs, len(images), answer, geometries),
             "model": info}
     log.info("predicted %d image(s) in %.1f ms", len(images),
@@ -60,8 +60,7 @@ def predict(request: HttpRequest, settings: Settings, model: LoadedModel) -> Htt
 
 def run(backend: Backend, images: tuple[ImageInput, ...]) -> dict[str, np.ndarray]:
     """One batched call; if the graph refuses the batch, find and name the bad image."""
-    if backend.metadata.image_input is None:
-        raise ServiceError("the served model has no image input")
+    image_spec(backend.metadata)
     inputs = model_inputs(backend.metadata, images)  # decoding here names its image itself
     try:
         return backend.predict(inputs)
@@ -74,6 +73,14 @@ def run(backend: Backend, images: tuple[ImageInput, ...]) -> dict[str, np.ndarra
             except InvalidImage:
                 raise InvalidImage(f"{image.where}: {exc.message}") from exc
         raise
+
+
+def image_spec(metadata: ModelMetadata) -> ImageSpec:
+    """The served model's image input (size, resize mode, normalisation)."""
+    spec = metadata.image_input
+    if spec is None or spec.image is None:
+        raise ServiceError("the served model has no image input")
+    return spec.image
 
 
 def model_info(settings: Settings, metadata: ModelMetadata) -> dict[str, Any]:

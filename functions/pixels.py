@@ -157,7 +157,8 @@ def _gamma_table(exponent: int) -> np.ndarray:
 
 def _gif(data: bytes, channels: int) -> np.ndarray:
     with _open(data, "GIF") as image:
-        left, top, right, bottom = image.tile[0].extents if image.tile else (0, 0, *image.size)
+        tile = getattr(image, "tile", None)  # the first frame's placement, once opened
+        left, top, right, bottom = tile[0].extents if tile else (0, 0, *image.size)
         image.load()
         index = np.asarray(image) if image.mode in ("P", "L") else None
         rgb = np.array(image.convert("RGB"))

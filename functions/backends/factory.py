@@ -43,12 +43,13 @@ def _remote_backend(settings: Settings) -> Backend:
         label=settings.model_version_label,
         signature=metadata.signature,
     )
-    common = {"timeout": settings.request_timeout, "retries": settings.upstream_retries}
     if settings.backend == "tfserving-rest":
         from functions.backends.tfserving_rest import RestBackend
 
         return RestBackend(metadata, target, settings.tfserving_url or "http://127.0.0.1:8501",
-                           request_format=settings.tfserving_rest_format, **common)
+                           request_format=settings.tfserving_rest_format,
+                           timeout=settings.request_timeout, retries=settings.upstream_retries)
     from functions.backends.tfserving_grpc import GrpcBackend
 
-    return GrpcBackend(metadata, target, settings.tfserving_url or "127.0.0.1:8500", **common)
+    return GrpcBackend(metadata, target, settings.tfserving_url or "127.0.0.1:8500",
+                       timeout=settings.request_timeout, retries=settings.upstream_retries)

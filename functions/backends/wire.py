@@ -109,7 +109,7 @@ def to_proto(array: np.ndarray, dtype: str, *, as_content: bool = True) -> pb.Te
     kind = _KINDS.get(dtype)
     if kind is None:
         raise WireError(f"tensor type {dtype!r} is not supported")
-    proto = pb.TensorProto(dtype=kind.enum)
+    proto = pb.TensorProto(dtype=kind.enum)  # type: ignore[arg-type]  # an enum value
     for size in np.shape(array):
         proto.tensor_shape.dim.add(size=int(size))
     if kind.numpy is None:

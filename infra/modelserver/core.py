@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -114,7 +115,7 @@ class ServerCore:
         if not request.HasField("model_spec"):
             raise ServingError("INVALID_ARGUMENT", "Missing ModelSpec")
         spec = request.model_spec
-        versions = self.manager.versions(spec.name)
+        versions: dict[int, Any] = dict(self.manager.versions(spec.name))
         if spec.WhichOneof("version_choice") == "version_label":
             versions = {self.manager.resolve(spec).version: None}
         elif spec.WhichOneof("version_choice") == "version":

@@ -90,7 +90,7 @@ _LITERALS = (("true", True), ("false", False), ("null", None), ("NaN", math.nan)
 
 def _parse_deep(text: str) -> Any:
     """An iterative parser for documents nested deeper than Python's recursion allows."""
-    scanstring = json.decoder.scanstring
+    scanstring = json.decoder.scanstring  # type: ignore[attr-defined]
     stack: list[tuple[Any, str | None]] = []  # (container, pending key)
     i, n = 0, len(text)
     result: Any = None

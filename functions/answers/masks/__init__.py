@@ -65,7 +65,7 @@ __all__ = ["CHUNK_ELEMENTS", "DEFAULT_MASK_FORMAT", "MASK_FORMATS", "POLYGON_TOL
 DEFAULT_MASK_FORMAT = "polygon"
 """The smallest format on the wire that a mini-program draws with its canvas alone
 (see the README's measurements)."""
-_JSON = {"separators": (",", ":"), "ensure_ascii": False}
+_JSON: dict[str, Any] = {"separators": (",", ":"), "ensure_ascii": False}
 
 
 def instance_predictions(detections: np.ndarray, masks: np.ndarray,
