@@ -235,6 +235,7 @@ def test_the_example_recipe_prepares_the_demo_under_build():
     assert (recipe.verify.original, recipe.verify.prepared) == (recipe.wrap.src,
                                                                 recipe.wrap.out)
     assert recipe.verify.options.samples == "digits"
+    assert recipe.verify.options.reference_preprocess.scale == pytest.approx(1 / 255)
     assert recipe.export.base == ROOT / "build" / "serving"
     assert recipe.export.options.warmup == 5
 
@@ -257,6 +258,8 @@ def test_the_example_recipe_runs(demo_model, tmp_path):
     assert (base / "digits" / "1" / "assets.extra" / "tf_serving_warmup_requests").is_file()
     assert printed[0].startswith(f"wrote {out}: input 'image_bytes' (28x28x1, unit)")
     assert printed[1].splitlines()[1] == "samples: 360 held-out digits"
+    assert printed[1].splitlines()[3].startswith("normalisation: wrapped unit: p/255, "
+                                                 "reference p * 0.00392157 + 0")
     assert printed[2].startswith(f"exported digits version 1 to {base / 'digits' / '1'}")
 
 
