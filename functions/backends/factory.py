@@ -8,7 +8,7 @@ function that calls TF Serving therefore never imports TensorFlow.
 from __future__ import annotations
 
 from functions.backends import Backend
-from functions.config import Settings
+from functions.config import REMOTE_BACKENDS, Settings
 
 
 def create_backend(settings: Settings) -> Backend:
@@ -21,7 +21,7 @@ def create_backend(settings: Settings) -> Backend:
         from functions.backends.inprocess import InProcessBackend
 
         return InProcessBackend(settings.model_uri)
-    if settings.backend in ("tfserving-rest", "tfserving-grpc"):
+    if settings.backend in REMOTE_BACKENDS:
         # TF Serving over the network: no TensorFlow in this process.
         return _remote_backend(settings)
     if settings.backend == "litert":
