@@ -69,6 +69,10 @@ class Settings:
     """MAX_IMAGES: most images in one request."""
     default_top_k: int = 5
     """TOP_K: how many classes each prediction lists unless the request says."""
+    batch_max_images: int = 16
+    """BATCH_MAX_IMAGES: with the in-process and LiteRT backends, requests that arrive while
+    the model is busy are merged into its next call, up to this many images
+    (functions/backends/batching.py); 1 turns merging off. A lone request never waits."""
     preload: bool = True
     """PRELOAD: load the model when the worker starts rather than on first request."""
     auth: AuthSettings = field(default_factory=AuthSettings)
@@ -120,6 +124,7 @@ class Settings:
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", cls.max_image_pixels),
             max_images=_int(env, "MAX_IMAGES", cls.max_images),
             default_top_k=_int(env, "TOP_K", cls.default_top_k),
+            batch_max_images=_int(env, "BATCH_MAX_IMAGES", cls.batch_max_images),
             preload=_bool(env, "PRELOAD", cls.preload),
             auth=AuthSettings(
                 api_keys=_list(env, "API_KEYS"),

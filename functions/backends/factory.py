@@ -20,7 +20,7 @@ def create_backend(settings: Settings) -> Backend:
     if settings.backend == "inprocess":
         from functions.backends.inprocess import InProcessBackend
 
-        return InProcessBackend(settings.model_uri)
+        return _merging(InProcessBackend(settings.model_uri), settings)
     if settings.backend in REMOTE_BACKENDS:
         # TF Serving over the network: no TensorFlow in this process.
         return _remote_backend(settings)
@@ -28,8 +28,17 @@ def create_backend(settings: Settings) -> Backend:
         # The bare model in the LiteRT runtime, images preprocessed in Python: no TensorFlow.
         from functions.backends.litert import LiteRTBackend
 
-        return LiteRTBackend(settings.model_uri, settings.litert_flavour)
+        return _merging(LiteRTBackend(settings.model_uri, settings.litert_flavour), settings)
     raise ValueError(f"unknown backend {settings.backend!r}")  # Settings.validate prevents it
+
+
+def _merging(backend: Backend, settings: Settings) -> Backend:
+    """Concurrent requests merged into one model call (TF Serving batches on its own side)."""
+    if settings.batch_max_images <= 1:
+        return backend
+    from functions.backends.batching import BatchingBackend
+
+    return BatchingBackend(backend, settings.batch_max_images)
 
 
 def _remote_backend(settings: Settings) -> Backend:

@@ -1,0 +1,145 @@
+"""functions.backends.batching: requests queued behind a running call share the next one.
+
+The inner backend is a stand-in that records its calls and can be held mid-call, so the
+tests decide exactly which requests arrive while the model is busy; the real models go
+through the same wrapper in every server test (it is on by default).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from functions.backends.batching import BatchingBackend
+from functions.errors import InvalidImage, ServiceError
+from modelmeta import ImageSpec, InputSpec, ModelMetadata, OutputSpec
+
+METADATA = ModelMetadata(
+    "echo", (InputSpec("image_bytes", "image_bytes", "string", (-1,),
+                       image=ImageSpec(8, 8, 1)),),
+    (OutputSpec("scores", "probabilities", "float32", (-1, 2)),))
+
+
+class Recording:
+    """Echoes each image's first byte as its score; `gate` holds a call until released."""
+
+    metadata = METADATA
+
+    def __init__(self) -> None:
+        self.calls: list[list[bytes]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def predict(self, inputs):
+        items = list(inputs["image_bytes"])
+        self.calls.append(items)
+        self.entered.set()
+        self.gate.wait(5)
+        if b"bad" in items:
+            raise InvalidImage("the image data is corrupt or truncated and could not be decoded")
+        if b"boom" in items:
+            raise ServiceError("the model ran out of memory on this request")
+        return {"scores": np.array([[item[0], 0] for item in items], np.float32)}
+
+
+def batch(*items: bytes) -> dict[str, np.ndarray]:
+    return {"image_bytes": np.array(items, dtype=object)}
+
+
+def test_a_lone_request_runs_at_once_alone():
+    inner = Recording()
+    backend = BatchingBackend(inner, max_images=8)
+    started = time.monotonic()
+    out = backend.predict(batch(b"a", b"b"))
+    assert time.monotonic() - started < 0.5
+    assert inner.calls == [[b"a", b"b"]]
+    assert out["scores"][:, 0].tolist() == [ord("a"), ord("b")]
+
+
+def run_queued(backend, inner, requests):
+    """Hold the model busy with a first request, queue `requests` behind it, release."""
+    inner.gate.clear()
+    results: dict[int, object] = {}
+
+    def worker(i, payload):
+        try:
+            results[i] = backend.predict(payload)
+        except ServiceError as exc:
+            results[i] = exc
+
+    first = threading.Thread(target=worker, args=(-1, batch(b"0")))
+    first.start()
+    assert inner.entered.wait(5)
+    threads = []
+    for i, payload in enumerate(requests):
+        thread = threading.Thread(target=worker, args=(i, payload))
+        thread.start()
+        threads.append(thread)
+        time.sleep(0.05)  # arrive in order
+    inner.gate.set()
+    for thread in [first, *threads]:
+        thread.join(5)
+    return results
+
+
+def test_requests_arriving_while_busy_share_the_next_call_and_get_their_own_rows():
+    inner = Recording()
+    backend = BatchingBackend(inner, max_images=8)
+    results = run_queued(backend, inner, [batch(b"a"), batch(b"b", b"c"), batch(b"d")])
+    assert inner.calls == [[b"0"], [b"a", b"b", b"c", b"d"]]
+    assert results[0]["scores"][:, 0].tolist() == [ord("a")]
+    assert results[1]["scores"][:, 0].tolist() == [ord("b"), ord("c")]
+    assert results[2]["scores"][:, 0].tolist() == [ord("d")]
+
+
+def test_a_call_never_exceeds_max_images():
+    inner = Recording()
+    backend = BatchingBackend(inner, max_images=3)
+    results = run_queued(backend, inner, [batch(b"a", b"b"), batch(b"c", b"d"), batch(b"e")])
+    assert inner.calls == [[b"0"], [b"a", b"b"], [b"c", b"d", b"e"]]
+    assert results[2]["scores"][:, 0].tolist() == [ord("e")]
+
+
+def test_a_bad_image_fails_only_its_own_request():
+    inner = Recording()
+    backend = BatchingBackend(inner, max_images=8)
+    results = run_queued(backend, inner, [batch(b"a"), batch(b"bad"), batch(b"c")])
+    assert isinstance(results[1], InvalidImage)
+    assert results[0]["scores"][:, 0].tolist() == [ord("a")]
+    assert results[2]["scores"][:, 0].tolist() == [ord("c")]
+    assert [b"bad"] in inner.calls  # retried alone to find the culprit
+
+
+def test_any_other_failure_reaches_every_request_of_the_call():
+    inner = Recording()
+    backend = BatchingBackend(inner, max_images=8)
+    results = run_queued(backend, inner, [batch(b"a"), batch(b"boom")])
+    assert all(isinstance(results[i], ServiceError) for i in (0, 1))
+    assert inner.calls == [[b"0"], [b"a", b"boom"]]
+
+
+@pytest.mark.parametrize("threads", [4, 16])
+def test_many_threads_all_answered_correctly(threads):
+    inner = Recording()
+    inner.gate.set()
+    backend = BatchingBackend(inner, max_images=5)
+    answers: dict[int, list[float]] = {}
+
+    def worker(i):
+        for round_ in range(20):
+            item = bytes([65 + (i * 7 + round_) % 50])
+            answers.setdefault(i, []).append(backend.predict(batch(item))["scores"][0, 0])
+            assert answers[i][-1] == item[0]
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(10)
+    assert sum(len(v) for v in answers.values()) == threads * 20
+    assert sum(len(c) for c in inner.calls) == threads * 20
+    assert max(len(c) for c in inner.calls) <= 5
