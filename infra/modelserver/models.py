@@ -111,7 +111,8 @@ class ModelManager:
         labels: dict[str, dict[str, int]] = {}
         for entry in self.entries.values():
             available = self.servables.get(entry.name, {})
-            for label, version in entry.labels.items():
+            # By version, then label: the config's map has no order (nor has TF Serving's).
+            for label, version in sorted(entry.labels.items(), key=lambda kv: (kv[1], kv[0])):
                 if version not in available and not self.allow_labels_for_unavailable:
                     raise RepositoryError(
                         f"{unavailable_label_message(entry.name, version)} (labels are "

@@ -216,7 +216,7 @@ def test_built_litert_function_answers_from_a_local_model(tmp_path, env_file, ru
     assert (env["BACKEND"], env["MODEL_URI"], env["LITERT_FLAVOUR"]) == \
         ("litert", "model", "float")
     export_litert(demo_model.served, LiteRTOptions(out=artifact / env["MODEL_URI"],
-                                                   flavours=("float",), verify=False))
+                                                   flavours=("float",)))
     handler = template["Resources"]["LiteRTFunction"]["Properties"]["Handler"]
     runtime = Runtime(artifact, runtime_client, handler, env, tmp_path / "litert.log")
     try:
