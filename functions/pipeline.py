@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from functions import metrics
 from functions.answers.predictions import Options, predictions
 from functions.backends import Backend
 from functions.config import Settings
@@ -36,18 +37,25 @@ def predict(request: HttpRequest, settings: Settings, model: LoadedModel) -> Htt
     """Answer a predict request with ``{"predictions": [...], "model": {...}}``."""
     started = time.monotonic()
     parsed = parse_predict_request(request, settings)
+    parse_seconds = time.monotonic() - started
     backend = model.get()
     metadata = backend.metadata
     info = model_info(settings, metadata)
     answer = _answer_options(parsed.options, metadata, settings, info)
+    upright_at = time.monotonic()
     images = tuple(upright(image) for image in parsed.images)
-    outputs = run(backend, images)
+    measured = metrics.current()
+    measured.parse_seconds = parse_seconds + time.monotonic() - upright_at
+    measured.images = len(images)
+    outputs = metrics.timed_model_phase(lambda: run(backend, images))
+    answer_at = time.monotonic()
     geometries = [image_geometry(image, image_spec(metadata)) for image in images]
     body = {"predictions": predictions(metadata, outputs, len(images), answer, geometries),
             "model": info}
-    log.info("predicted %d image(s) in %.1f ms", len(images),
-             (time.monotonic() - started) * 1000)
+    log.debug("predicted %d image(s) in %.1f ms", len(images),
+              (time.monotonic() - started) * 1000)
     response = HttpResponse.json(200, body)
+    measured.answer_seconds = time.monotonic() - answer_at
     if len(response.body) > settings.max_response_bytes:
         raise PayloadTooLarge(
             f"the response would be {len(response.body):,} bytes, over the limit of "
@@ -62,13 +70,16 @@ def run(backend: Backend, images: tuple[ImageInput, ...]) -> dict[str, np.ndarra
     """One batched call; if the graph refuses the batch, find and name the bad image."""
     image_spec(backend.metadata)
     inputs = model_inputs(backend.metadata, images)  # decoding here names its image itself
+    batches = metrics.current().batches
     try:
+        batches.append(len(images))
         return backend.predict(inputs)
     except InvalidImage as exc:
         if len(images) == 1:
             raise InvalidImage(f"{images[0].where}: {exc.message}") from exc
         for image in images:
             try:
+                batches.append(1)
                 backend.predict(model_inputs(backend.metadata, [image]))
             except InvalidImage:
                 raise InvalidImage(f"{image.where}: {exc.message}") from exc

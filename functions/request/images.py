@@ -24,6 +24,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from functions.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 
 ORIENTATION_TAG = 0x0112
+EXIF_SEARCH_BYTES = 262_144
+"""How far into a JPEG its EXIF (or XMP) segment is looked for: it follows the start
+marker, at most after a JFIF and an ICC segment (64 KB each at most)."""
+_ORIENTATION_MARKERS = (b"Exif\0\0", b"http://ns.adobe.com/xap/1.0/\0")
+"""The segments Pillow reads an orientation from: EXIF, and XMP's tiff:Orientation."""
 MAX_HEADER_STEPS = 100_000
 """JPEG segments or GIF blocks read to find the size; real files need a handful."""
 
@@ -234,10 +239,11 @@ def _not_an_image(data: bytes, where: str) -> InvalidImage:
 
 def upright(image: ImageInput) -> ImageInput:
     """The image as a person sees it: EXIF orientation applied to JPEGs that carry one."""
-    if image.format != "jpeg":
-        return image
+    if image.format != "jpeg" or not any(image.data.find(marker, 0, EXIF_SEARCH_BYTES) >= 0
+                                         for marker in _ORIENTATION_MARKERS):
+        return image  # no EXIF or XMP segment, so no orientation: Pillow need not open it
     try:
-        with Image.open(io.BytesIO(image.data)) as img:
+        with Image.open(io.BytesIO(image.data), formats=["JPEG"]) as img:
             orientation = img.getexif().get(ORIENTATION_TAG, 1)
             if orientation not in range(2, 9):
                 return image
