@@ -108,8 +108,9 @@ def function_url(template: dict[str, Any], name: str, resource: dict[str, Any]
     if not isinstance(auth, dict):
         return []  # none, or a literal: SAM writes what NONE needs itself
     parameter = auth.get("Ref")
-    spec = (template.get("Parameters") or {}).get(parameter) if parameter else None
-    if spec is None:
+    spec = (template.get("Parameters") or {}).get(parameter) \
+        if isinstance(parameter, str) else None
+    if spec is None or not isinstance(parameter, str):
         return [Problem(name, f"FunctionUrlConfig.AuthType {auth} is neither NONE, AWS_IAM "
                               "nor a !Ref to a parameter")]
     if "NONE" not in (spec.get("AllowedValues") or [spec.get("Default")]):
