@@ -12,8 +12,9 @@ from functions.config import REMOTE_BACKENDS, Settings
 
 
 def create_backend(settings: Settings) -> Backend:
-    if settings.model_uri.lower().startswith("s3://"):
-        # A model kept in S3 is fetched into a local cache first (boto3 only then).
+    if settings.model_uri.lower().startswith(("s3://", "gs://")):
+        # A model kept in S3 or Cloud Storage is fetched into a local cache first (its
+        # client library imported only then).
         from functions.storage import resolve_model_uri
 
         settings = resolve_model_uri(settings)

@@ -1,4 +1,4 @@
-"""Models from S3 (functions/storage.py) against moto's S3 server over real HTTP.
+"""Models from S3 (functions/storage/) against moto's S3 server over real HTTP.
 
 Every request goes through `S3Proxy` on loopback, which counts them and, for the
 truncation test, cuts a GET body short after sending its full Content-Length: moto
