@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from functions import demo_page, logs, pipeline
+from functions import demo_page, logs, metrics, openapi, pipeline
 from functions.auth import Authenticator
 from functions.backends import Backend
 from functions.backends.factory import create_backend
@@ -26,6 +26,7 @@ from functions.config import Settings
 from functions.errors import INTERNAL, MethodNotAllowed, NotFound, ServiceError, render
 from functions.httpio import HttpRequest, HttpResponse
 from functions.loader import LoadedModel
+from functions.spans import Spans
 
 log = logging.getLogger("functions")
 
@@ -34,6 +35,11 @@ DEMO_PAGE_WAIT_SECONDS = 30
 """How long the demo page waits for a model still loading before it renders without it."""
 HEALTH_PATHS = ("/healthz", "/readyz")
 LIVE_PATH = "/livez"
+METRICS_PATH = "/metrics"
+"""Prometheus text (METRICS=prometheus); a 404 otherwise."""
+OPENAPI_PATH = "/openapi.json"
+"""The API's OpenAPI 3.1 document (OPENAPI=true); a 404 otherwise."""
+NATIVE_ROUTES = (*PREDICT_PATHS, *HEALTH_PATHS, LIVE_PATH, METRICS_PATH, OPENAPI_PATH)
 CORS_HEADERS = ("Content-Type, Content-Encoding, X-API-Key, Authorization, X-Request-Id, "
                 "X-Key-Id, X-Timestamp, X-Nonce, X-Signature")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
@@ -44,31 +50,48 @@ class App:
                  backend_factory: Callable[[], Backend] | None = None) -> None:
         self.settings = settings or Settings.from_env()
         factory = backend_factory or (lambda: create_backend(self.settings))
-        self.model = LoadedModel(factory)
+        self.metrics = metrics.create(self.settings.metrics, self.settings.backend,
+                                      namespace=self.settings.metrics_namespace,
+                                      ready=lambda: self.model.status()[0] == "ready")
+        self.model = LoadedModel(self.metrics.timed_factory(factory))
         self.auth = Authenticator(self.settings.auth)
         logs.configure(self.settings.log_format, self.settings.log_level)
+        self.spans = Spans(self.settings.otel_traces_exporter)
+        self._openapi: bytes | None = None
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         """Answer one request; log one line about it; never raise."""
         started = time.monotonic()
         rid = _request_id(request.headers.get("x-request-id", ""))
         token = logs.request_id.set(rid)
+        trace_token = logs.trace.set(logs.request_trace(request.headers,
+                                                        self.settings.trace_project))
+        measured, metrics_token = metrics.begin()
         code = None
-        try:
-            response = self._route(request)
-        except ServiceError as exc:
-            response, code = _error_response(exc), exc.code
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path[:200])
-            response, code = _error_response(INTERNAL), INTERNAL.code
-        finally:
-            logs.request_id.reset(token)
-        response = response.with_headers({"X-Request-Id": rid, **self._cors(request)})
-        log.info("%s %s %d", request.method, request.path[:200], response.status, extra={
-            "request_id": rid, "method": request.method, "path": request.path[:200],
-            "status": response.status, "error": code, "bytes_in": len(request.body),
-            "bytes_out": len(response.body),
-            "ms": round((time.monotonic() - started) * 1000, 1)})
+        with self.spans.request(request.method) as span:
+            try:
+                response = self._route(request)
+            except ServiceError as exc:
+                response, code = _error_response(exc), exc.code
+            except Exception:
+                log.exception("unhandled error on %s %s", request.method, request.path[:200])
+                response, code = _error_response(INTERNAL), INTERNAL.code
+            finally:
+                logs.request_id.reset(token)
+            response = response.with_headers({"X-Request-Id": rid, **self._cors(request)})
+            seconds = time.monotonic() - started
+            log.info("%s %s %d", request.method, request.path[:200], response.status, extra={
+                "request_id": rid, "method": request.method, "path": request.path[:200],
+                "status": response.status, "error": code, "bytes_in": len(request.body),
+                "bytes_out": len(response.body), "ms": round(seconds * 1000, 1)})
+            if measured.route is None:
+                measured.route = _route_label(request.path, code)
+            outcome = metrics.Outcome(response.status, code, seconds, len(request.body),
+                                      len(response.body), rid)
+            self.metrics.finish(measured, outcome)
+            self.spans.finish(span, request.method, measured, outcome)
+        metrics.end(metrics_token)
+        logs.trace.reset(trace_token)
         return response
 
     def _route(self, request: HttpRequest) -> HttpResponse:
@@ -92,6 +115,18 @@ class App:
             if request.method not in ("GET", "HEAD"):
                 raise MethodNotAllowed(request.method, ("GET", "HEAD"))
             return self._health()
+        if path == METRICS_PATH and self.metrics.exposes:
+            if request.method not in ("GET", "HEAD"):
+                raise MethodNotAllowed(request.method, ("GET", "HEAD"))
+            text, content_type = self.metrics.exposition()
+            return HttpResponse(200, text, {"Content-Type": content_type})
+        if path == OPENAPI_PATH and self.settings.openapi:
+            if request.method not in ("GET", "HEAD"):
+                raise MethodNotAllowed(request.method, ("GET", "HEAD"))
+            if self._openapi is None:  # built once, from the settings alone
+                self._openapi = openapi.document_bytes(self.settings)
+            return HttpResponse(200, self._openapi,
+                                {"Content-Type": "application/json; charset=utf-8"})
         raise NotFound(f"no such path {request.path[:200]!r}; POST images to / or /predict")
 
     def _demo_page(self) -> HttpResponse:
@@ -127,6 +162,12 @@ class App:
         if origin in allowed:
             return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
         return {}
+
+
+def _route_label(path: str, code: str | None) -> str:
+    """The route a request matched, as its pattern: never the raw path (metrics labels)."""
+    path = path.rstrip("/") or "/"
+    return path if path in NATIVE_ROUTES and code != "not_found" else metrics.UNMATCHED
 
 
 def _request_id(given: str) -> str:

@@ -22,6 +22,7 @@ DEMO_MODEL_DIR = PROJECT_ROOT / "build" / "models" / "digits" / "served"
 BACKENDS = ("inprocess", "tfserving-rest", "tfserving-grpc", "litert")
 REMOTE_BACKENDS = ("tfserving-rest", "tfserving-grpc")
 REST_FORMATS = ("columnar", "row")
+METRICS_KINDS = ("off", "prometheus", "emf")
 
 
 class ConfigError(ValueError):
@@ -103,6 +104,21 @@ class Settings:
     response is a 413. Raise MAX_RESPONSE_BYTES with it to let larger bodies through."""
     response_url_seconds: int = 900
     """RESPONSE_URL_SECONDS: how long that presigned URL works (at most 7 days)."""
+    metrics: str = "off"
+    """METRICS: ``off``; ``prometheus`` (counted in the process, served as Prometheus text at
+    ``GET /metrics``); or ``emf`` (one CloudWatch embedded-metric JSON line per request on
+    stdout, for Lambda, which has nothing to scrape). See functions/metrics.py."""
+    metrics_namespace: str = "tf-image-functions"
+    """METRICS_NAMESPACE: the CloudWatch namespace of the ``emf`` metrics."""
+    openapi: bool = False
+    """OPENAPI: serve the API's OpenAPI 3.1 document at ``GET /openapi.json``."""
+    trace_project: str | None = None
+    """TRACE_PROJECT, else GOOGLE_CLOUD_PROJECT: the Google Cloud project that log lines'
+    ``logging.googleapis.com/trace`` field names; unset, that field is left out."""
+    otel_traces_exporter: str | None = None
+    """OTEL_TRACES_EXPORTER (OpenTelemetry's own variable): when set, and not ``none``, each
+    request becomes a span sent there (``otlp``, ``console``), if the OpenTelemetry SDK is
+    installed; it is not imported otherwise. See functions/spans.py."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -142,6 +158,12 @@ class Settings:
             model_lock_timeout=_seconds(env, "MODEL_LOCK_TIMEOUT", cls.model_lock_timeout),
             response_offload_uri=env.get("RESPONSE_OFFLOAD_URI") or None,
             response_url_seconds=_int(env, "RESPONSE_URL_SECONDS", cls.response_url_seconds),
+            metrics=env.get("METRICS", "").strip().lower() or cls.metrics,
+            metrics_namespace=env.get("METRICS_NAMESPACE", "").strip() or cls.metrics_namespace,
+            openapi=_bool(env, "OPENAPI", cls.openapi),
+            trace_project=(env.get("TRACE_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT")
+                           or None),
+            otel_traces_exporter=env.get("OTEL_TRACES_EXPORTER", "").strip().lower() or None,
         )
         settings.validate()
         return settings
@@ -155,6 +177,12 @@ class Settings:
         if self.backend not in BACKENDS:
             raise ConfigError(f"BACKEND must be one of {', '.join(BACKENDS)}, "
                               f"got {self.backend!r}")
+        if self.metrics not in METRICS_KINDS:
+            raise ConfigError(f"METRICS must be one of {', '.join(METRICS_KINDS)}, "
+                              f"got {self.metrics!r}")
+        if len(self.metrics_namespace) > 255 or self.metrics_namespace.startswith("AWS/"):
+            raise ConfigError("METRICS_NAMESPACE must be at most 255 characters and not "
+                              f"start with AWS/, got {self.metrics_namespace[:300]!r}")
         if self.backend in REMOTE_BACKENDS:
             self._validate_remote()
         if self.backend == "litert" and self.litert_flavour not in LITERT_FLAVOURS:
