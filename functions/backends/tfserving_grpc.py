@@ -16,6 +16,7 @@ import logging
 import grpc
 import numpy as np
 
+from functions import logs
 from functions.backends import wire
 from functions.backends.protos import tfserving_pb2 as pb
 from functions.backends.remote import (
@@ -123,7 +124,8 @@ class GrpcBackend(RemoteBackend):
         """One RPC within the deadline: the reply, or the mapped error."""
         left = deadline.check()
         try:
-            return method(request, timeout=left)
+            return method(request, timeout=left,
+                          metadata=tuple(logs.outgoing_headers().items()) or None)
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
             details = (exc.details() if hasattr(exc, "details") else None) or ""

@@ -21,6 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
+from functions import logs
 from functions.backends import wire
 from functions.backends.remote import (
     Deadline,
@@ -90,7 +91,7 @@ class RestBackend(RemoteBackend):
     def _predict_once(self, inputs: dict[str, np.ndarray], signature: Signature,
                       deadline: Deadline) -> dict[str, np.ndarray]:
         body = json.dumps(self._request(inputs, signature), separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **logs.outgoing_headers()}
         if len(body) >= self.gzip_min_bytes:
             body = gzip.compress(body, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
