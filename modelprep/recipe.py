@@ -74,7 +74,8 @@ class WrapStep:
 
 @dataclass(frozen=True)
 class VerifyStep:
-    original: Path
+    original: Path | None
+    """None only with `VerifyOptions.reference_outputs`."""
     prepared: Path
     options: VerifyOptions
 
@@ -166,8 +167,12 @@ def parse_recipe(data: Mapping[str, Any], path: Path) -> Recipe:
         wrap = WrapStep(src, out, _wrap_options(table, convert))
     if "verify" in data:
         table = dict(data["verify"])
-        original = convert.path(table.pop("original", None), "[verify] original",
-                                default=wrap.src if wrap else None)
+        original: Path | None = None
+        given = table.pop("original", None)
+        if given is not None or wrap is not None or "reference_outputs" not in table:
+            # reference outputs alone need no original (as on the command line)
+            original = convert.path(given, "[verify] original",
+                                    default=wrap.src if wrap else None)
         prepared = convert.path(table.pop("prepared", None), "[verify] prepared",
                                 default=wrap.out if wrap else None)
         for key in ("graph_inputs", "graph_outputs"):  # a frozen GraphDef's, as for wrap

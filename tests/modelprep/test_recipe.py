@@ -339,6 +339,9 @@ def test_verify_references_in_a_recipe(tmp_path):
         reference_outputs = "answers.npz"
         """.replace("\n        ", "\n"))
     options = load_recipe(path).verify.options
+    only_outputs = write(tmp_path, "[verify]\nprepared = 'served'\n"
+                                   "reference_outputs = 'answers.npz'\n", "outputs.toml")
+    assert load_recipe(only_outputs).verify.original is None
     assert options.reference_preprocess == ReferencePreprocess(
         function="keras.applications.mobilenet_v2.preprocess_input")
     assert options.reference_outputs == tmp_path / "answers.npz"
