@@ -7,7 +7,7 @@ call by call, so their differences are the cost of each layer:
 
     direct       the original model's concrete function on the decoded tensor
     graph        the wrapped model on the JPEG bytes: adds the in-graph decoding,
-                 resize and normalisation (`modelprep.preprocess`)
+                 resize and normalisation (`modelprep.input_ops`)
     backend      `InProcessBackend.predict`: adds numpy-to-tensor and back
     app          `App.handle` on a JSON base64 request: adds parsing, the EXIF
                  check, post-processing, the JSON answer and the request logs
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from functions.config import Settings
     from functions.httpio import Headers, HttpRequest
     from modelmeta import ModelMetadata
-    from modelprep.preprocess import image_batch
+    from modelprep.input_ops import image_batch
 
     with open(args.image, "rb") as f:
         data = f.read()

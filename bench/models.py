@@ -141,7 +141,7 @@ def _wrap_mobilenet(base: Path, original: Path, served: Path,
     (base / "stamp.json").write_text(json.dumps(stamp, indent=2) + "\n")
 
 
-WRAP_CODE = ("modelmeta.py", "modelprep/wrap.py", "modelprep/preprocess.py",
+WRAP_CODE = ("modelmeta.py", "modelprep/wrap.py", "modelprep/input_ops.py",
              "modelprep/sources.py")
 """The code that makes the wrapped model: when it changes, the bench re-wraps, so it
 always measures the wrapping the project has now."""

@@ -88,6 +88,10 @@ class Settings:
     demo_page: bool = False
     """DEMO_PAGE: answer ``GET /`` with a page to try the model from a browser. Off unless
     asked, so a deployed function exposes nothing but its API; ``make serve`` turns it on."""
+    litert_allow_unverified: bool = False
+    """LITERT_ALLOW_UNVERIFIED: serve a LiteRT flavour whose export missed its tolerance
+    (``verified: false`` in its metadata), with a warning in the log; off, such a flavour
+    is refused as not ready, with the reason."""
     litert_flavour: str = "float"
     """LITERT_FLAVOUR: with BACKEND=litert, ``float`` or ``int8``. MODEL_URI is then a
     ``.tflite`` file (its metadata beside it, ``.json``), a directory holding
@@ -154,6 +158,8 @@ class Settings:
             log_level=env.get("LOG_LEVEL", cls.log_level).strip().upper(),
             demo_page=_bool(env, "DEMO_PAGE", cls.demo_page),
             litert_flavour=env.get("LITERT_FLAVOUR", cls.litert_flavour).strip().lower(),
+            litert_allow_unverified=_bool(env, "LITERT_ALLOW_UNVERIFIED",
+                                          cls.litert_allow_unverified),
             model_cache_dir=env.get("MODEL_CACHE_DIR") or cls.model_cache_dir,
             model_lock_timeout=_seconds(env, "MODEL_LOCK_TIMEOUT", cls.model_lock_timeout),
             response_offload_uri=env.get("RESPONSE_OFFLOAD_URI") or None,

@@ -1,7 +1,7 @@
 """Image preprocessing in Python, pixel for pixel what the wrapped graph does.
 
 A backend that runs the bare model (LiteRT, say) receives the client's encoded
-images and must build the exact tensor `modelprep.preprocess` builds inside a
+images and must build the exact tensor `modelprep.input_ops` builds inside a
 wrapped SavedModel, with Pillow and numpy instead of TensorFlow, so that a
 zip-sized function answers as the full one does. Each step copies the graph:
 

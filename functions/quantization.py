@@ -38,7 +38,7 @@ def to_input_dtype(values: np.ndarray, quantization: Quantization | None, dtype:
     """Model values to an input's integers (rounded, clipped), or to its float dtype.
 
     An integer input without quantization gets rounded, clipped values, as the
-    wrapped graph gives it (`modelprep.preprocess.to_dtype`)."""
+    wrapped graph gives it (`modelprep.input_ops.to_dtype`)."""
     if quantization is None:
         if np.dtype(dtype).kind in "iu":
             info = np.iinfo(dtype)

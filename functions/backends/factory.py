@@ -29,7 +29,8 @@ def create_backend(settings: Settings) -> Backend:
         # The bare model in the LiteRT runtime, images preprocessed in Python: no TensorFlow.
         from functions.backends.litert import LiteRTBackend
 
-        return _merging(LiteRTBackend(settings.model_uri, settings.litert_flavour), settings)
+        return _merging(LiteRTBackend(settings.model_uri, settings.litert_flavour,
+                                      settings.litert_allow_unverified), settings)
     raise ValueError(f"unknown backend {settings.backend!r}")  # Settings.validate prevents it
 
 

@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 from functions import pixels
-from functions.config import _bool as env_flag  # the settings' own true/false parsing
 from functions.errors import ModelNotReady, ServiceError
 from functions.quantization import dequantize, to_input_dtype
 from modelmeta import (
@@ -150,11 +149,9 @@ class LiteRTBackend:
     """The function's backend over `LiteRTModel`, fed encoded images like a wrapped model."""
 
     def __init__(self, model_uri: str | Path, flavour: str = "float",
-                 allow_unverified: bool | None = None) -> None:
+                 allow_unverified: bool = False) -> None:
         files = find_model(model_uri, flavour)
         flavour_metadata = load_metadata(files.metadata)
-        if allow_unverified is None:
-            allow_unverified = env_flag(os.environ, ALLOW_UNVERIFIED, False)
         check_verified(flavour, files.model, flavour_metadata, allow_unverified)
         self.model = LiteRTModel(files.model, flavour_metadata)
         self.metadata = service_metadata(flavour_metadata)
