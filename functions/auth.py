@@ -8,34 +8,50 @@ Everything is off by default (the demo is open). Turn on what fits:
 * ``HMAC_KEYS`` (``id:secret,...``): the client signs each request (see `string_to_sign`)
   and sends ``X-Key-Id``, ``X-Timestamp``, ``X-Nonce`` and ``X-Signature``. A request is
   accepted once, within ``HMAC_WINDOW_SECONDS`` of its timestamp; a replay of the same
-  nonce is refused. The nonce memory is per process: a replay to another instance within
-  the window is only stopped by keeping the window short.
+  nonce is refused. Each accepted nonce is remembered until its timestamp leaves the
+  window, whatever else arrives meanwhile: when ``HMAC_MAX_NONCES`` live nonces are held,
+  further signed requests get 503 ``overloaded`` (with ``Retry-After``) instead of pushing
+  a live nonce out, so a captured request can never be replayed inside its window. Size it
+  from rate x window: 100,000 nonces carry 333 signed requests a second at the default
+  300 s window. The memory is per process: a replay to another instance within the window
+  is only stopped by keeping the window short.
 * ``TRUST_WECHAT_CLOUDRUN``: behind WeChat Cloud Run's gateway (``wx.cloud.callContainer``)
   the platform sets ``X-WX-SOURCE`` and ``X-WX-OPENID``; such requests count as
   authenticated. Only turn it on when the service is reachable through that gateway alone.
 * ``ALLOWED_APPIDS``: a filter on the app id in WeChat's ``Referer``
   (``https://servicewechat.com/{appid}/{version}/page-frame.html``). Anyone can forge a
   Referer, so this keeps honest traffic from other mini-programs out; it is not security.
+  The ``X-WX-APPID`` header counts only on a trusted Cloud Run call (the gateway sets it
+  there); anywhere else it is ignored.
 
 When API keys or HMAC keys are configured, a request must pass one of them (or carry a
 trusted Cloud Run identity); the app id filter applies on top.
+
+Credentials are compared exactly as sent: no whitespace is trimmed from keys, bearer
+tokens or signatures, and a header value of any length or alphabet gets a 401 (or 403),
+never an error of the server's own.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
+import math
 import re
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
-from functions.errors import Forbidden, Unauthorized
+from functions.errors import Forbidden, Overloaded, Unauthorized
 from functions.httpio import HttpRequest
 
-REFERER_APPID = re.compile(r"^https://servicewechat\.com/(wx[0-9a-zA-Z]{6,32})/")
-NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+REFERER_APPID = re.compile(r"https://servicewechat\.com/(wx[0-9a-zA-Z]{6,32})/")
+NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
+SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
+KEY_ID = re.compile(r"[\x21-\x7e]{1,64}")
+MAX_NONCES = 100_000
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,7 @@ class AuthSettings:
     hmac_window_seconds: int = 300
     allowed_appids: tuple[str, ...] = ()
     trust_wechat_cloudrun: bool = False
+    max_nonces: int = MAX_NONCES
 
     @property
     def requires_credentials(self) -> bool:
@@ -71,7 +88,7 @@ class Authenticator:
     def __init__(self, settings: AuthSettings, clock=time.time) -> None:
         self.settings = settings
         self._clock = clock
-        self._nonces = _NonceMemory(settings.hmac_window_seconds * 2)
+        self._nonces = NonceStore(settings.max_nonces)
 
     def check(self, request: HttpRequest) -> None:
         """Return if the request may proceed; raise `Unauthorized` or `Forbidden` if not."""
@@ -81,7 +98,7 @@ class Authenticator:
         if not s.requires_credentials:
             return
         headers = request.headers
-        if s.trust_wechat_cloudrun and headers.get("x-wx-openid") and headers.get("x-wx-source"):
+        if self._cloudrun_identity(request):
             return
         if s.hmac_keys and "x-signature" in headers:
             self._check_signature(request)
@@ -92,6 +109,12 @@ class Authenticator:
                 return
             raise Unauthorized("the API key is not valid")
         raise Unauthorized(self._what_to_send(), headers={"WWW-Authenticate": "ApiKey"})
+
+    def _cloudrun_identity(self, request: HttpRequest) -> bool:
+        """True for a call that WeChat Cloud Run's gateway vouches for (when trusted)."""
+        headers = request.headers
+        return bool(self.settings.trust_wechat_cloudrun and headers.get("x-wx-openid")
+                    and headers.get("x-wx-source"))
 
     def _what_to_send(self) -> str:
         ways = []
@@ -105,7 +128,9 @@ class Authenticator:
 
     def _check_appid(self, request: HttpRequest) -> None:
         match = REFERER_APPID.match(request.headers.get("referer", ""))
-        appid = match.group(1) if match else request.headers.get("x-wx-appid")
+        appid = match.group(1) if match else None
+        if appid is None and self._cloudrun_identity(request):
+            appid = request.headers.get("x-wx-appid")  # set by the gateway, not the client
         if appid not in self.settings.allowed_appids:
             raise Forbidden("this mini-program is not allowed to call the function"
                             if appid else "requests must come from an allowed mini-program")
@@ -114,55 +139,74 @@ class Authenticator:
         headers = request.headers
         key_id = headers.get("x-key-id", "")
         secrets = dict(self.settings.hmac_keys)
-        if key_id not in secrets:
+        if not KEY_ID.fullmatch(key_id) or key_id not in secrets:
             raise Unauthorized("unknown X-Key-Id")
         timestamp = headers.get("x-timestamp", "")
         nonce = headers.get("x-nonce", "")
-        if not timestamp.isdigit():
+        signature = headers.get("x-signature", "")
+        if not TIMESTAMP.fullmatch(timestamp):
             raise Unauthorized("X-Timestamp must be the Unix time in seconds")
-        if not NONCE.match(nonce):
+        if not NONCE.fullmatch(nonce):
             raise Unauthorized("X-Nonce must be 16 to 64 characters of [A-Za-z0-9_-]")
-        skew = abs(self._clock() - int(timestamp))
-        if skew > self.settings.hmac_window_seconds:
+        if not SIGNATURE.fullmatch(signature):
+            raise Unauthorized("X-Signature must be 64 hex digits (HMAC-SHA256)")
+        now = self._clock()
+        window = self.settings.hmac_window_seconds
+        skew = abs(now - int(timestamp))
+        if skew > window:
             raise Unauthorized(f"X-Timestamp is {int(skew)} s away from the server's clock; "
-                               f"the window is {self.settings.hmac_window_seconds} s")
+                               f"the window is {window} s")
         want = sign(secrets[key_id], request.method, request.path, timestamp, nonce,
                     request.body)
-        if not hmac.compare_digest(want, headers.get("x-signature", "").strip().lower()):
+        if not hmac.compare_digest(want, signature.lower()):
             raise Unauthorized("the signature does not match the request")
-        if not self._nonces.add(f"{key_id}:{nonce}", self._clock()):
+        if not self._nonces.add(f"{key_id}:{nonce}", int(timestamp) + window, now):
             raise Unauthorized("this request was already received (replayed nonce)")
 
 
 def _bearer(value: str) -> str:
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+    """The token of ``Authorization: Bearer <token>``, exactly as sent (scheme in any case)."""
+    scheme, space, token = value.partition(" ")
+    return token if space and scheme.lower() == "bearer" else ""
 
 
 def _matches_any(key: str, keys: tuple[str, ...]) -> bool:
+    given = key.encode("utf-8", "surrogatepass")
     found = False
     for candidate in keys:  # no early exit: every key costs the same time
-        found |= hmac.compare_digest(key.encode("utf-8"), candidate.encode("utf-8"))
+        found |= hmac.compare_digest(given, candidate.encode("utf-8"))
     return found
 
 
-class _NonceMemory:
-    """Nonces seen within the last ``ttl`` seconds, bounded in size."""
+class NonceStore:
+    """Nonces of accepted signed requests, each kept until its request's window closes.
 
-    MAX = 100_000
+    Nothing live is ever forgotten to make room: when ``capacity`` unexpired nonces are
+    held, `add` raises `Overloaded` (503 with ``Retry-After``: when the oldest expires).
+    """
 
-    def __init__(self, ttl: float) -> None:
-        self._ttl = ttl
-        self._seen: OrderedDict[str, float] = OrderedDict()
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._expiry: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
         self._lock = threading.Lock()
 
-    def add(self, nonce: str, now: float) -> bool:
-        """Remember the nonce; False if it was already there."""
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def add(self, nonce: str, expires: float, now: float) -> bool:
+        """Remember ``nonce`` until ``expires``; False if it is already remembered."""
         with self._lock:
-            while self._seen and (next(iter(self._seen.values())) < now - self._ttl
-                                  or len(self._seen) >= self.MAX):
-                self._seen.popitem(last=False)
-            if nonce in self._seen:
+            while self._heap and self._heap[0][0] < now:
+                _, old = heapq.heappop(self._heap)
+                self._expiry.pop(old, None)
+            if nonce in self._expiry:
                 return False
-            self._seen[nonce] = now
+            if len(self._expiry) >= self.capacity:
+                wait = max(1, math.ceil(self._heap[0][0] - now))
+                raise Overloaded(f"too many signed requests within the signature window "
+                                 f"({self.capacity:,} nonces held); retry in {wait} s",
+                                 headers={"Retry-After": str(wait)})
+            self._expiry[nonce] = expires
+            heapq.heappush(self._heap, (expires, nonce))
             return True

@@ -68,6 +68,18 @@ class Settings:
     """MAX_IMAGE_PIXELS: largest width x height of one image, checked from its header."""
     max_images: int = 16
     """MAX_IMAGES: most images in one request."""
+    max_jpeg_scans: int = 100
+    """MAX_JPEG_SCANS: most scans in one JPEG, counted from its markers before decoding
+    (each scan of a progressive JPEG is a pass over the whole image; real ones have ~10)."""
+    max_upstream_reply_bytes: int = 64 * 1024 * 1024
+    """MAX_UPSTREAM_REPLY_BYTES: largest reply read from a TF Serving backend (REST body or
+    gRPC message); a larger one is a 502."""
+    request_read_timeout: float = 30.0
+    """REQUEST_READ_TIMEOUT: seconds a client has to send a whole request (head and body)
+    to the server `python -m functions.serving` runs; see functions/serving/."""
+    worker_max_rss_mb: int = 2048
+    """WORKER_MAX_RSS_MB: a server worker whose resident memory has grown past this is
+    replaced by a fresh one after the request that took it there; 0 turns it off."""
     default_top_k: int = 5
     """TOP_K: how many classes each prediction lists unless the request says."""
     batch_max_images: int = 16
@@ -77,8 +89,8 @@ class Settings:
     preload: bool = True
     """PRELOAD: load the model when the worker starts rather than on first request."""
     auth: AuthSettings = field(default_factory=AuthSettings)
-    """API_KEYS, HMAC_KEYS, HMAC_WINDOW_SECONDS, ALLOWED_APPIDS, TRUST_WECHAT_CLOUDRUN:
-    see functions/auth.py. All off by default."""
+    """API_KEYS, HMAC_KEYS, HMAC_WINDOW_SECONDS, HMAC_MAX_NONCES, ALLOWED_APPIDS,
+    TRUST_WECHAT_CLOUDRUN: see functions/auth.py. All off by default."""
     cors_origins: tuple[str, ...] = ()
     """CORS_ORIGINS: comma-separated origins allowed to call from a browser, or ``*``."""
     log_format: str = "json"
@@ -143,6 +155,12 @@ class Settings:
             max_response_bytes=_int(env, "MAX_RESPONSE_BYTES", cls.max_response_bytes),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", cls.max_image_pixels),
             max_images=_int(env, "MAX_IMAGES", cls.max_images),
+            max_jpeg_scans=_int(env, "MAX_JPEG_SCANS", cls.max_jpeg_scans),
+            max_upstream_reply_bytes=_int(env, "MAX_UPSTREAM_REPLY_BYTES",
+                                          cls.max_upstream_reply_bytes),
+            request_read_timeout=_seconds(env, "REQUEST_READ_TIMEOUT",
+                                          cls.request_read_timeout),
+            worker_max_rss_mb=_count(env, "WORKER_MAX_RSS_MB", cls.worker_max_rss_mb),
             default_top_k=_int(env, "TOP_K", cls.default_top_k),
             batch_max_images=_int(env, "BATCH_MAX_IMAGES", cls.batch_max_images),
             preload=_bool(env, "PRELOAD", cls.preload),
@@ -152,6 +170,7 @@ class Settings:
                 hmac_window_seconds=_int(env, "HMAC_WINDOW_SECONDS", 300),
                 allowed_appids=_list(env, "ALLOWED_APPIDS"),
                 trust_wechat_cloudrun=_bool(env, "TRUST_WECHAT_CLOUDRUN", False),
+                max_nonces=_int(env, "HMAC_MAX_NONCES", AuthSettings.max_nonces),
             ),
             cors_origins=_list(env, "CORS_ORIGINS"),
             log_format=env.get("LOG_FORMAT", cls.log_format).strip().lower(),

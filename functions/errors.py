@@ -17,6 +17,7 @@
     ├── UnsupportedMediaType     415 unsupported_media_type (content type, HEIC, WebP)
     ├── ModelNotReady            503 model_not_ready
     │   └── UpstreamUnavailable  503 upstream_unavailable (the model server is down or busy)
+    ├── Overloaded               503 overloaded      (a per-process store is full: retry later)
     ├── BadGateway               502 bad_gateway     (the model server answered nonsense)
     └── GatewayTimeout           504 gateway_timeout
 
@@ -124,6 +125,11 @@ class ModelNotReady(ServiceError):
 
 class UpstreamUnavailable(ModelNotReady):
     code = "upstream_unavailable"
+
+
+class Overloaded(ServiceError):
+    status = 503
+    code = "overloaded"
 
 
 class BadGateway(ServiceError):

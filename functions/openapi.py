@@ -26,6 +26,7 @@ from typing import Any
 from functions import errors
 from functions.answers.masks import DEFAULT_MASK_FORMAT, MASK_FORMATS
 from functions.config import Settings
+from functions.request.options import MAX_TOP_K
 
 OPENAPI_VERSION = "3.1.0"
 PROTOCOL_MODULES: tuple[str, ...] = ()
@@ -200,7 +201,8 @@ def _schemas(settings: Settings, codes: dict[int, list[str]]) -> dict[str, Any]:
         "Base64Image": {"type": "string", "contentEncoding": "base64",
                         "contentMediaType": "image/*",
                         "description": "JPEG, PNG, GIF or BMP; HEIC, WebP, AVIF, TIFF are 415"},
-        "TopK": {"type": "integer", "minimum": 1, "default": settings.default_top_k,
+        "TopK": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K,
+                 "default": settings.default_top_k,
                  "description": "classes per prediction (TOP_K), capped at the model's"},
         "MaskFormat": {"type": "string", "enum": list(MASK_FORMATS),
                        "default": DEFAULT_MASK_FORMAT,

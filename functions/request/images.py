@@ -3,7 +3,8 @@
 Formats are sniffed from magic bytes (headers and file names lie), with a helpful
 refusal for HEIC, AVIF, WebP and TIFF. Width x height come from the image header
 alone, so a few-KB PNG that claims 30000x30000 pixels is refused before it costs
-anything.
+anything; what the decoder would do many times over (a progressive JPEG's scans, an
+animated GIF's frames) is bounded before decoding too (`functions.request.decode_work`).
 
 Phone photos stand upright only through their EXIF orientation tag: cameras store the
 sensor's pixels as they came and record in EXIF how to turn them, and TensorFlow's JPEG
@@ -22,6 +23,12 @@ from dataclasses import dataclass, replace
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from functions.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
+from functions.request.decode_work import (
+    MAX_JPEG_SCANS,
+    check_jpeg_scans,
+    first_frame_png,
+    gif_is_single_frame,
+)
 
 ORIENTATION_TAG = 0x0112
 EXIF_SEARCH_BYTES = 262_144
@@ -45,11 +52,15 @@ class ImageInput:
     """Where in the request it came from, for messages: "image", "images[2]", "file", "body"."""
 
 
-def inspect_image(data: bytes, where: str, max_pixels: int) -> ImageInput:
+def inspect_image(data: bytes, where: str, max_pixels: int,
+                  max_jpeg_scans: int = MAX_JPEG_SCANS) -> ImageInput:
     """Identify the format from magic bytes and read the size from the header alone.
 
     Raises UnsupportedMediaType (HEIC, AVIF, WebP, TIFF), InvalidImage (not an image,
-    header truncated or corrupt) or PayloadTooLarge (more than `max_pixels` pixels).
+    header truncated or corrupt) or PayloadTooLarge (more than `max_pixels` pixels, or a
+    JPEG of more than `max_jpeg_scans` scans). A GIF that is not plainly one frame comes
+    back as its first frame alone, in PNG: the only frame the model would look at, and
+    the only one ever decoded.
     """
     kind = magic_kind(data)
     if kind in _UNSUPPORTED:
@@ -66,6 +77,11 @@ def inspect_image(data: bytes, where: str, max_pixels: int) -> ImageInput:
     if width * height > max_pixels:
         raise PayloadTooLarge(f"{where} is {width}x{height} = {width * height:,} pixels; "
                               f"the limit is {max_pixels:,} pixels; resize it before sending")
+    if kind == "jpeg":
+        check_jpeg_scans(data, where, max_jpeg_scans)
+    elif kind == "gif" and not gif_is_single_frame(data):
+        png, width, height = first_frame_png(data, where)
+        return ImageInput(data=png, format="png", width=width, height=height, where=where)
     return ImageInput(data=data, format=kind, width=width, height=height, where=where)
 
 

@@ -83,8 +83,8 @@ def parse_predict_request(request: HttpRequest, settings: Settings) -> PredictRe
     if len(pending) > settings.max_images:
         raise PayloadTooLarge(f"the request has {len(pending)} images; "
                               f"the limit is {settings.max_images}")
-    images = tuple(_checked_image(where, raw, settings.max_image_pixels)
-                   for where, raw in pending)
+    images = tuple(_checked_image(where, raw, settings.max_image_pixels,
+                                  settings.max_jpeg_scans) for where, raw in pending)
     return PredictRequest(images=images, options={**query, **options})
 
 
@@ -411,11 +411,12 @@ def _multipart_problem(state: State, boundary: str, parsed: int) -> str:
 # -- images --------------------------------------------------------------------------------
 
 
-def _checked_image(where: str, raw: bytes | str, max_pixels: int) -> ImageInput:
+def _checked_image(where: str, raw: bytes | str, max_pixels: int, max_jpeg_scans: int
+                   ) -> ImageInput:
     data = decode_base64(raw, where) if isinstance(raw, str) else raw
     if not data:
         raise MissingImage(f"{where} is empty (0 bytes)")
-    return inspect_image(data, where, max_pixels)
+    return inspect_image(data, where, max_pixels, max_jpeg_scans)
 
 
 # -- text helpers --------------------------------------------------------------------------
