@@ -32,8 +32,9 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     model_uri: str = str(DEMO_MODEL_DIR)
-    """MODEL_URI: the prepared SavedModel directory to serve, or ``s3://bucket/prefix/``
-    to fetch it from S3 at cold start (functions/storage.py)."""
+    """MODEL_URI: the prepared SavedModel directory to serve, or ``s3://bucket/prefix/`` /
+    ``gs://bucket/prefix/`` to fetch it from S3 / Cloud Storage at cold start
+    (functions/storage/)."""
     backend: str = "inprocess"
     """BACKEND: where the model runs."""
     model_name: str | None = None
@@ -109,8 +110,8 @@ class Settings:
     ``.tflite`` file (its metadata beside it, ``.json``), a directory holding
     ``model_<flavour>.tflite``, or a prepared model directory holding ``litert/``."""
     model_cache_dir: str = str(Path(tempfile.gettempdir()) / "models")
-    """MODEL_CACHE_DIR: where an ``s3://`` MODEL_URI is downloaded (``/tmp/models``; on
-    Lambda, /tmp is the only writable place); see functions/storage.py."""
+    """MODEL_CACHE_DIR: where an ``s3://`` or ``gs://`` MODEL_URI is downloaded
+    (``/tmp/models``; on Lambda, /tmp is the only writable place); see functions/storage/."""
     model_lock_timeout: float = 600.0
     """MODEL_LOCK_TIMEOUT: seconds a process waits for another one's download of the
     same model before it answers 503."""
@@ -233,8 +234,10 @@ class Settings:
     def _validate_s3(self) -> None:
         for name, uri in (("MODEL_URI", self.model_uri),
                           ("RESPONSE_OFFLOAD_URI", self.response_offload_uri)):
-            if uri and uri.lower().startswith("s3://") and not uri[5:].split("/", 1)[0]:
-                raise ConfigError(f"{name} must name a bucket: s3://BUCKET/PREFIX/, got {uri!r}")
+            scheme = (uri or "")[:5].lower()
+            if scheme in ("s3://", "gs://") and not (uri or "")[5:].split("/", 1)[0]:
+                raise ConfigError(f"{name} must name a bucket: {scheme}BUCKET/PREFIX/, "
+                                  f"got {uri!r}")
         if self.response_offload_uri and not self.response_offload_uri.lower().startswith(
                 "s3://"):
             raise ConfigError("RESPONSE_OFFLOAD_URI must be an s3://BUCKET/PREFIX/ URI, "
