@@ -23,6 +23,11 @@ recognised and answered with what to change on the gateway, instead of "not an i
 The answer is JSON text when the content type is textual, base64 otherwise. Each dialect
 knows the largest answer its platform returns (`response_limit`, measured on the event
 result as the runtime serialises it); `functions.platforms.gateway` enforces it.
+
+Whatever an event holds, reading it either gives a request or raises `BadRequest`: more
+than `MAX_QUERY_PARAMETERS` query parameters, a text body that cannot be UTF-8 (a lone
+surrogate from a ``\ud800`` escape), fields of the wrong JSON type. Nothing else escapes,
+so every event is answered with a proxy response.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ ALB_RESPONSE_LIMIT = 1_048_576
 """An Application Load Balancer accepts at most 1 MB of result JSON from a Lambda target."""
 SCF_RESPONSE_LIMIT = 6_291_456
 """Tencent SCF's synchronous invocation return limit (6 MB)."""
+MAX_QUERY_PARAMETERS = 256
+"""Query parameters one request may carry, in every dialect (a form body has the same
+limit in `functions.request.parse`)."""
 
 _TEXT_TYPES = ("application/json", "application/xml", "application/javascript",
                "application/x-www-form-urlencoded")
@@ -71,9 +79,12 @@ class PlatformEvent:
         if request_id and not any(k.lower() == "x-request-id" for k in headers):
             headers["X-Request-Id"] = request_id
         headers_map = Headers(headers)
+        query = self.query()
+        if len(query) > MAX_QUERY_PARAMETERS:
+            raise BadRequest(f"the query string has {len(query)} parameters; the limit is "
+                             f"{MAX_QUERY_PARAMETERS}")
         return HttpRequest(method=self.method().upper(), path=self.path() or "/",
-                           headers=headers_map, body=self.body(headers_map),
-                           query=self.query())
+                           headers=headers_map, body=self.body(headers_map), query=query)
 
     def result(self, response: HttpResponse) -> dict[str, Any]:
         body, is_base64 = encode_body(response)
@@ -111,7 +122,12 @@ class PlatformEvent:
             raise BadRequest(f"the {headers.get('content-type', '')[:60]} body reached the "
                              "function as text, so its binary bytes were lost on the way; "
                              f"{self.binary_hint}")
-        return raw.encode("utf-8")
+        try:
+            return raw.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadRequest(f"the {self.source} event's body is not valid Unicode text (it "
+                             f"holds a lone surrogate, U+{ord(raw[exc.start]):04X}); send "
+                             "the image base64-encoded in valid JSON") from exc
 
 
 class RestApiEvent(PlatformEvent):
@@ -180,7 +196,13 @@ class HttpApiEvent(PlatformEvent):
         raw = self.event.get("rawQueryString")
         if isinstance(raw, str):
             query: dict[str, str] = {}
-            for key, value in parse_qsl(raw, keep_blank_values=True, max_num_fields=256):
+            try:
+                pairs = parse_qsl(raw, keep_blank_values=True,
+                                  max_num_fields=MAX_QUERY_PARAMETERS)
+            except ValueError as exc:  # more fields than max_num_fields
+                raise BadRequest(f"the query string has more than {MAX_QUERY_PARAMETERS} "
+                                 f"parameters; the limit is {MAX_QUERY_PARAMETERS}") from exc
+            for key, value in pairs:
                 query.setdefault(key, value)
             return query
         return super().query()

@@ -9,7 +9,9 @@
 
 A platform that gets an oversized result fails the invocation with an error of its own
 that never reaches the client as JSON, so the limit is checked here, on the result as it
-will be serialised.
+will be serialised. For the same reason `serve` never raises: an event that cannot be read
+is a 400, and anything unforeseen is logged and answered with the generic 500, both as
+the platform's proxy response.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 from typing import Any
 
 from functions.config import ConfigError, Settings
-from functions.errors import PayloadTooLarge, ServiceError, render
+from functions.errors import INTERNAL, PayloadTooLarge, ServiceError, render
 from functions.httpio import HttpResponse
 from functions.platforms.events import PlatformEvent, payload_size
 from functions.platforms.process import MISCONFIGURED, ProcessApp
@@ -33,16 +35,20 @@ def serve(event: PlatformEvent, app: ProcessApp, request_id: str | None = None
           ) -> dict[str, Any]:
     """Answer one platform event with the result that platform expects; never raises."""
     try:
-        application = app.get()
-    except ConfigError:
-        return event.result(render(MISCONFIGURED))
-    try:
-        request = event.request(request_id)
-    except ServiceError as exc:
-        log.info("refused a %s event: %s", event.source, exc.message)
-        return event.result(render(exc))
-    response = application.handle(request)
-    return fit(event, response, application.settings)
+        try:
+            application = app.get()
+        except ConfigError:
+            return event.result(render(MISCONFIGURED))
+        try:
+            request = event.request(request_id)
+        except ServiceError as exc:
+            log.info("refused a %s event: %s", event.source, exc.message)
+            return event.result(render(exc))
+        response = application.handle(request)
+        return fit(event, response, application.settings)
+    except Exception:
+        log.exception("unhandled error answering a %s event", event.source)
+        return event.result(render(INTERNAL))
 
 
 def fit(event: PlatformEvent, response: HttpResponse, settings: Settings) -> dict[str, Any]:

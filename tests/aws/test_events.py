@@ -7,8 +7,11 @@ import base64
 import json
 from http import HTTPStatus
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from functions.config import Settings
 from functions.errors import BadRequest
@@ -22,7 +25,7 @@ from functions.platforms.events import (
     lambda_event,
     payload_size,
 )
-from functions.platforms.gateway import fit
+from functions.platforms.gateway import fit, serve
 from tests.conftest import ROOT
 
 EVENTS = ROOT / "events"
@@ -246,3 +249,94 @@ def test_sample_events_are_listed_with_their_answers():
     names = sorted(p.stem for p in EVENTS.glob("*.json") if p.stem != "expected")
     assert sorted(expected) == names
     assert Path(EVENTS / "generate.py").is_file()
+
+
+# -- every event gets a proxy response ---------------------------------------------------
+
+
+class FakeProcessApp:
+    """The process's App over the fake backend of tests/functions/test_app.py: these tests
+    are about reading events, not about the model."""
+
+    def __init__(self) -> None:
+        from tests.functions.test_app import make_app
+
+        self.app = make_app()
+
+    def get(self):
+        return self.app
+
+
+PROCESS = FakeProcessApp()
+RECORDED = ["apigw-rest-json", "apigw-rest-png", "httpapi-json", "httpapi-jpeg",
+            "function-url-png", "alb-jpeg", "apigw-rest-multipart-jpeg"]
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                max_size=4), max_leaves=12)
+FIELDS = ["httpMethod", "path", "rawPath", "rawQueryString", "headers", "multiValueHeaders",
+          "queryStringParameters", "multiValueQueryStringParameters", "body",
+          "isBase64Encoded", "requestContext", "version", "cookies"]
+
+
+def answered(result: dict, event) -> int:
+    """The result is a proxy response the platform can serialise; returns its status."""
+    assert isinstance(result, dict)
+    assert isinstance(result["statusCode"], int)
+    assert isinstance(result["body"], str)
+    json.dumps(result)  # the runtime serialises it
+    if not result["isBase64Encoded"] and result["body"]:
+        json.loads(result["body"])
+    assert result["statusCode"] < 500, result["body"]
+    return result["statusCode"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(RECORDED), field=st.sampled_from(FIELDS), value=JSON_VALUES)
+def test_any_field_of_any_event_replaced_by_any_json_is_answered(name, field, value):
+    event = load(name)
+    event[field] = value
+    answered(serve(lambda_event(event), PROCESS), event)
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(RECORDED), count=st.integers(257, 2000))
+def test_hundreds_of_query_parameters_are_a_400_in_every_dialect(name, count):
+    event = load(name)
+    pairs = {f"p{i}": str(i) for i in range(count)}
+    event["rawQueryString"] = urlencode(pairs)
+    event["queryStringParameters"] = pairs
+    event["multiValueQueryStringParameters"] = {k: [v] for k, v in pairs.items()}
+    result = serve(lambda_event(event), PROCESS)
+    assert answered(result, event) == 400
+    assert json.loads(result["body"])["error"]["message"].startswith("the query string has ")
+
+
+@settings(max_examples=100, deadline=None)
+@given(name=st.sampled_from(RECORDED), surrogate=st.integers(0xD800, 0xDFFF),
+       at=st.integers(0, 100))
+def test_a_body_holding_a_lone_surrogate_is_a_400(name, surrogate, at):
+    event = load(name)
+    text = json.dumps({"image": "iVBORw0KGgo"})
+    event["body"] = text[:at] + chr(surrogate) + text[at:]
+    event["isBase64Encoded"] = False
+    result = serve(lambda_event(event), PROCESS)
+    assert answered(result, event) == 400
+    assert "lone surrogate" in json.loads(result["body"])["error"]["message"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(event=JSON_VALUES)
+def test_any_json_document_as_an_event_is_answered(event):
+    answered(serve(lambda_event(event), PROCESS), event)
+
+
+def test_an_unforeseen_failure_is_still_a_proxy_response(caplog):
+    class Broken:
+        def get(self):
+            raise RuntimeError("boom")
+
+    result = serve(lambda_event(load("httpapi-json")), Broken())
+    assert result["statusCode"] == 500
+    assert json.loads(result["body"]) == {"error": {
+        "code": "internal", "message": "internal error; the server log has the details"}}

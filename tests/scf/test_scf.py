@@ -13,6 +13,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from functions.config import Settings
 from functions.errors import BadRequest
@@ -25,8 +27,9 @@ from functions.platforms.events import (
     payload_size,
     scf_event,
 )
-from functions.platforms.gateway import fit
+from functions.platforms.gateway import fit, serve
 from functions.platforms.process import ProcessApp
+from tests.aws.test_events import JSON_VALUES, PROCESS, answered
 from tests.conftest import ROOT
 
 EVENTS = ROOT / "events"
@@ -162,3 +165,41 @@ def test_binary_results_are_base64_and_large_ones_refused():
     assert json.loads(refused["body"])["error"]["message"].startswith(
         f"the response is {size:,} bytes, more than the 6,291,456 bytes Tencent SCF can "
         "return through SCF function URL; ")
+
+
+# -- every event gets an integration response --------------------------------------------
+
+SCF_RECORDED = ["scf-apigw-json", "scf-apigw-multipart-jpeg", "scf-url-png"]
+SCF_FIELDS = ["httpMethod", "path", "rawPath", "headers", "queryString",
+              "queryStringParameters", "body", "isBase64Encoded", "requestContext"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(SCF_RECORDED), field=st.sampled_from(SCF_FIELDS),
+       value=JSON_VALUES)
+def test_any_field_of_any_scf_event_replaced_by_any_json_is_answered(name, field, value):
+    event = load(name)
+    event[field] = value
+    result = serve(scf_event(event), PROCESS)
+    assert list(result) == ["isBase64Encoded", "statusCode", "headers", "body"]
+    answered(result, event)
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(SCF_RECORDED), count=st.integers(257, 2000),
+       surrogate=st.integers(0xD800, 0xDFFF))
+def test_scf_query_floods_and_lone_surrogates_are_400(name, count, surrogate):
+    event = load(name)
+    event["queryString"] = {f"p{i}": str(i) for i in range(count)}
+    assert answered(serve(scf_event(event), PROCESS), event) == 400
+    event = load(name)
+    event["body"], event["isBase64Encoded"] = '{"image": "' + chr(surrogate) + '"}', False
+    result = serve(scf_event(event), PROCESS)
+    assert answered(result, event) == 400
+    assert "lone surrogate" in json.loads(result["body"])["error"]["message"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(event=JSON_VALUES)
+def test_any_json_document_as_an_scf_event_is_answered(event):
+    answered(serve(scf_event(event), PROCESS), event)
