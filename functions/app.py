@@ -26,6 +26,7 @@ from functions.config import Settings
 from functions.errors import INTERNAL, MethodNotAllowed, NotFound, ServiceError, render
 from functions.httpio import HttpRequest, HttpResponse
 from functions.loader import LoadedModel
+from functions.protocols import Answered, Context, simple, tfserving, v2
 from functions.spans import Spans
 
 log = logging.getLogger("functions")
@@ -55,6 +56,7 @@ class App:
                                       ready=lambda: self.model.status()[0] == "ready")
         self.model = LoadedModel(self.metrics.timed_factory(factory))
         self.auth = Authenticator(self.settings.auth)
+        self.protocols = Context(self.settings, self.model, self.auth)
         logs.configure(self.settings.log_format, self.settings.log_level)
         self.spans = Spans(self.settings.otel_traces_exporter)
         self._openapi: bytes | None = None
@@ -108,7 +110,14 @@ class App:
                 raise MethodNotAllowed(request.method,
                                        ("GET", "HEAD", "POST") if demo else ("POST",))
             self.auth.check(request)
+            simple_request = simple.recognised(request, self.settings)
+            if simple_request is not None:  # Simple TF Serving's body, told by its shape
+                return simple.handle(simple_request, self.protocols)
             return pipeline.predict(request, self.settings, self.model)
+        if path.startswith(tfserving.PREFIX):
+            return tfserving.handle(request, self.protocols)
+        if path == "/v2" or path.startswith("/v2/"):
+            return v2.handle(request, self.protocols)
         if path == LIVE_PATH:
             return HttpResponse.json(200, {"status": "alive"})
         if path in HEALTH_PATHS:
@@ -180,4 +189,6 @@ def _request_id(given: str) -> str:
 def _error_response(error: ServiceError) -> HttpResponse:
     if error.status >= 500:
         log.warning("answered %d %s: %s", error.status, error.code, error.message)
+    if isinstance(error, Answered):  # a protocol's error, already in that protocol's shape
+        return error.response
     return render(error)
