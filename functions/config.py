@@ -121,6 +121,20 @@ class Settings:
     response is a 413. Raise MAX_RESPONSE_BYTES with it to let larger bodies through."""
     response_url_seconds: int = 900
     """RESPONSE_URL_SECONDS: how long that presigned URL works (at most 7 days)."""
+    cloud_env: str | None = None
+    """CLOUD_ENV: the WeChat cloud environment whose file ids (``{"file_id": "cloud://..."}``)
+    the function fetches images from; unset, file ids are refused. See
+    functions/request/cloudfiles.py."""
+    wechat_api_url: str = "http://api.weixin.qq.com"
+    """WECHAT_API_URL: WeChat's open API. Inside WeChat Cloud Run its open-API service answers
+    this plain-HTTP address without an access token."""
+    wechat_appid: str | None = None
+    """WECHAT_APPID, WECHAT_APPSECRET: outside Cloud Run, the mini-program's credentials for
+    an access token (``cgi-bin/stable_token``); unset, no token is sent."""
+    wechat_appsecret: str | None = None
+    cloud_file_timeout: float = 10.0
+    """CLOUD_FILE_TIMEOUT: seconds to resolve and download a request's cloud files, all of
+    them; callContainer waits 15 s for the whole answer."""
     metrics: str = "off"
     """METRICS: ``off``; ``prometheus`` (counted in the process, served as Prometheus text at
     ``GET /metrics``); or ``emf`` (one CloudWatch embedded-metric JSON line per request on
@@ -184,6 +198,11 @@ class Settings:
             model_lock_timeout=_seconds(env, "MODEL_LOCK_TIMEOUT", cls.model_lock_timeout),
             response_offload_uri=env.get("RESPONSE_OFFLOAD_URI") or None,
             response_url_seconds=_int(env, "RESPONSE_URL_SECONDS", cls.response_url_seconds),
+            cloud_env=env.get("CLOUD_ENV", "").strip() or None,
+            wechat_api_url=env.get("WECHAT_API_URL", "").strip() or cls.wechat_api_url,
+            wechat_appid=env.get("WECHAT_APPID", "").strip() or None,
+            wechat_appsecret=env.get("WECHAT_APPSECRET", "").strip() or None,
+            cloud_file_timeout=_seconds(env, "CLOUD_FILE_TIMEOUT", cls.cloud_file_timeout),
             metrics=env.get("METRICS", "").strip().lower() or cls.metrics,
             metrics_namespace=env.get("METRICS_NAMESPACE", "").strip() or cls.metrics_namespace,
             openapi=_bool(env, "OPENAPI", cls.openapi),
@@ -215,6 +234,9 @@ class Settings:
             raise ConfigError(f"LITERT_FLAVOUR must be one of {', '.join(LITERT_FLAVOURS)}, "
                               f"got {self.litert_flavour!r}")
         self._validate_s3()
+        if bool(self.wechat_appid) != bool(self.wechat_appsecret):
+            raise ConfigError("set WECHAT_APPID and WECHAT_APPSECRET together, or neither "
+                              "(inside WeChat Cloud Run, neither)")
 
     def _validate_remote(self) -> None:
         if self.model_version is not None and not self.model_version.strip().isdigit():

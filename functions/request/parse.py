@@ -43,6 +43,7 @@ from functions.errors import (
     clip,
 )
 from functions.httpio import HttpRequest
+from functions.request.cloudfiles import CloudFile, cloud_file, fetch_cloud_files
 from functions.request.images import ImageInput, inspect_image, magic_kind
 
 
@@ -59,8 +60,8 @@ _ACCEPTED_TYPES = ("application/json, multipart/form-data, application/x-www-for
 _MAX_FORM_PARTS = 256
 _MAX_FORM_FIELDS = 256
 
-Pending = tuple[str, bytes | str]
-"""An image not yet checked: (where, file bytes or base64 text)."""
+Pending = tuple[str, bytes | str | CloudFile]
+"""An image not yet checked: (where, file bytes, base64 text or a cloud file id)."""
 
 
 def parse_predict_request(request: HttpRequest, settings: Settings) -> PredictRequest:
@@ -84,7 +85,8 @@ def parse_predict_request(request: HttpRequest, settings: Settings) -> PredictRe
         raise PayloadTooLarge(f"the request has {len(pending)} images; "
                               f"the limit is {settings.max_images}")
     images = tuple(_checked_image(where, raw, settings.max_image_pixels,
-                                  settings.max_jpeg_scans) for where, raw in pending)
+                                  settings.max_jpeg_scans)
+                   for where, raw in fetch_cloud_files(pending, settings))
     return PredictRequest(images=images, options={**query, **options})
 
 
@@ -267,7 +269,9 @@ def _reject_constant(name: str) -> Any:
     raise InvalidJSON(f"the body is not valid JSON: {name} is not a JSON value")
 
 
-def _json_image(value: Any, where: str) -> str:
+def _json_image(value: Any, where: str) -> str | CloudFile:
+    if isinstance(value, dict) and "file_id" in value:  # wx.cloud.uploadFile's fileID
+        return cloud_file(value, where)
     if isinstance(value, dict) and "b64" in value:  # TF Serving's form: {"b64": "..."}
         if set(value) != {"b64"}:
             others = ", ".join(clip(key, 20) for key in sorted(value) if key != "b64")
