@@ -198,7 +198,7 @@ def _schemas(settings: Settings, codes: dict[int, list[str]]) -> dict[str, Any]:
         "class_id": {"type": "integer", "minimum": 0}, "label": {"type": "string"},
         "score": {"type": "number", "minimum": 0, "maximum": 1}}}
     schemas: dict[str, Any] = {
-        "Base64Image": {"type": "string", "contentEncoding": "base64",
+        "Base64Image": {"type": "string", "minLength": 1, "contentEncoding": "base64",
                         "contentMediaType": "image/*",
                         "description": "JPEG, PNG, GIF or BMP; HEIC, WebP, AVIF, TIFF are 415"},
         "TopK": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K,
@@ -213,7 +213,8 @@ def _schemas(settings: Settings, codes: dict[int, list[str]]) -> dict[str, Any]:
             "description": "image or images (not both); other keys are options",
             "properties": {
                 "image": {"$ref": _REF + "Base64Image"},
-                "images": {"type": "array", "minItems": 1, "items": {"anyOf": [
+                "images": {"type": "array", "minItems": 1, "maxItems": settings.max_images,
+                           "items": {"anyOf": [
                     {"$ref": _REF + "Base64Image"},
                     {"type": "object", "required": ["b64"], "additionalProperties": False,
                      "properties": {"b64": {"$ref": _REF + "Base64Image"}}}]},
