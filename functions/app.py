@@ -85,7 +85,8 @@ class App:
             log.info("%s %s %d", request.method, request.path[:200], response.status, extra={
                 "request_id": rid, "method": request.method, "path": request.path[:200],
                 "status": response.status, "error": code, "bytes_in": len(request.body),
-                "bytes_out": len(response.body), "ms": round(seconds * 1000, 1)})
+                "bytes_out": len(response.body), "ms": round(seconds * 1000, 1),
+                **self.auth.log_fields(request)})
             if measured.route is None:
                 measured.route = _route_label(request.path, code)
             outcome = metrics.Outcome(response.status, code, seconds, len(request.body),
