@@ -12,8 +12,13 @@ FROM public.ecr.aws/lambda/python:3.12
 COPY deploy/lambda-image/requirements.txt /tmp/requirements.txt
 RUN pip install --no-cache-dir -r /tmp/requirements.txt && rm /tmp/requirements.txt
 
-COPY modelmeta.py ${LAMBDA_TASK_ROOT}/
-COPY functions/ ${LAMBDA_TASK_ROOT}/functions/
+# Then the project itself, installed as a package (extras inprocess and aws, pinned by the
+# lock): the handler imports from site-packages, whatever the working directory, and no
+# source is left in the image.
+COPY requirements.lock pyproject.toml README.md modelmeta.py /tmp/src/
+COPY functions/ /tmp/src/functions/
+RUN pip install --no-cache-dir -c /tmp/src/requirements.lock "/tmp/src[inprocess,aws]" \
+    && rm -rf /tmp/src
 
 # The model comes from MODEL_URI (s3://bucket/prefix/, set by template.yaml) into /tmp at
 # cold start. To bake one in instead, copy it and point MODEL_URI at it:
