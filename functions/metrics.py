@@ -231,6 +231,7 @@ class EmfRecorder(Recorder):
         super().__init__(backend)
         self.namespace = namespace
         self._stream = stream
+        self._encoded: dict[Any, str] = {}
 
     def finish(self, metrics: RequestMetrics, outcome: Outcome) -> None:
         from functions import logs
@@ -244,7 +245,7 @@ class EmfRecorder(Recorder):
             REQUEST_BYTES.name: outcome.bytes_in, RESPONSE_BYTES.name: outcome.bytes_out,
         }
         per_route = [REQUEST_SECONDS, REQUEST_BYTES, RESPONSE_BYTES]
-        per_protocol = []
+        per_protocol: list[Name] = []
         for name, value in ((PARSE_SECONDS, metrics.parse_seconds),
                             (MODEL_SECONDS, metrics.model_seconds),
                             (ANSWER_SECONDS, metrics.answer_seconds),
@@ -252,34 +253,39 @@ class EmfRecorder(Recorder):
             if value is not None:
                 doc[name.name] = round(value, 6) if isinstance(value, float) else value
                 per_protocol.append(name)
-        directives = [self._directive(REQUESTS.labels, [REQUESTS]),
-                      self._directive(REQUEST_SECONDS.labels, per_route)]
+        directives: list[tuple[tuple[str, ...], tuple[Name, ...]]] = [
+            (REQUESTS.labels, (REQUESTS,)), (REQUEST_SECONDS.labels, tuple(per_route))]
         if per_protocol:
-            directives.append(self._directive(("protocol",), per_protocol))
+            directives.append((("protocol",), tuple(per_protocol)))
         if metrics.batches:
             doc[BATCH.name] = metrics.batches[:100]
-            directives.append(self._directive(BATCH.labels, [BATCH]))
+            directives.append((BATCH.labels, (BATCH,)))
         if metrics.model_error is not None:
             doc[MODEL_ERRORS.name] = 1
-            directives.append(self._directive(MODEL_ERRORS.labels, [MODEL_ERRORS]))
+            directives.append((MODEL_ERRORS.labels, (MODEL_ERRORS,)))
         trace = logs.trace.get()
         if trace is not None:
             doc.update(trace.ids())
-        self._write(doc, directives)
+        self._write(doc, tuple(directives))
 
     def model_load(self, seconds: float, ok: bool) -> None:
         doc = {"backend": self.backend, "result": "ok" if ok else "failed",
                MODEL_LOADS.name: 1, MODEL_LOAD_SECONDS.name: round(seconds, 6)}
-        self._write(doc, [self._directive(MODEL_LOADS.labels, [MODEL_LOADS, MODEL_LOAD_SECONDS])])
+        self._write(doc, ((MODEL_LOADS.labels, (MODEL_LOADS, MODEL_LOAD_SECONDS)),))
 
-    def _directive(self, dimensions: tuple[str, ...], names: list[Name]) -> dict[str, Any]:
-        return {"Namespace": self.namespace, "Dimensions": [list(dimensions)],
-                "Metrics": [{"Name": n.name, "Unit": n.unit} for n in names]}
-
-    def _write(self, doc: dict[str, Any], directives: list[dict[str, Any]]) -> None:
-        doc["_aws"] = {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": directives}
+    def _write(self, doc: dict[str, Any],
+               directives: tuple[tuple[tuple[str, ...], tuple[Name, ...]], ...]) -> None:
+        """One line: the figures, then ``_aws`` (its directives encoded once per shape)."""
+        encoded = self._encoded.get(directives)
+        if encoded is None:
+            encoded = self._encoded[directives] = json.dumps([
+                {"Namespace": self.namespace, "Dimensions": [list(dimensions)],
+                 "Metrics": [{"Name": n.name, "Unit": n.unit} for n in names]}
+                for dimensions, names in directives], separators=(",", ":"))
+        body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
         stream = self._stream or sys.stdout
-        stream.write(json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n")
+        stream.write(f'{body[:-1]},"_aws":{{"Timestamp":{int(time.time() * 1000)},'
+                     f'"CloudWatchMetrics":{encoded}}}}}\n')
         stream.flush()
 
 
