@@ -58,9 +58,19 @@ def served(ctx: Context) -> Served:
     """The loaded model (waiting for a load under way, as a predict request does)."""
     metadata = ctx.model.get().metadata
     info = pipeline.model_info(ctx.settings, metadata)
-    version = str(info.get("version") or "")
-    return Served(name=info["name"], version=int(version) if version.isdigit() else 1,
+    return Served(name=info["name"], version=_number(info.get("version")),
                   label=ctx.settings.model_version_label, metadata=metadata)
+
+
+def configured_version(ctx: Context) -> int:
+    """The served version from the settings alone (MODEL_VERSION, MODEL_URI), without
+    waiting for the model: what a status check says while it loads."""
+    last = ctx.settings.model_uri.rstrip("/").rsplit("/", 1)[-1]
+    return _number(ctx.settings.model_version or last)
+
+
+def _number(version: str | None) -> int:
+    return int(version) if version and version.isdigit() else 1
 
 
 def served_name(ctx: Context) -> str:

@@ -38,7 +38,14 @@ from functions.errors import (
 )
 from functions.httpio import HttpRequest, HttpResponse
 from functions.protocols import Context, answering, tfjson
-from functions.protocols.served import Served, feed, output_dtype, outputs, served
+from functions.protocols.served import (
+    Served,
+    configured_version,
+    feed,
+    output_dtype,
+    outputs,
+    served,
+)
 from functions.request.parse import decode_base64
 
 PROTOCOL = "tfserving-rest"
@@ -204,11 +211,10 @@ def _status(ctx: Context, name: str, version: str | None, label: str | None) -> 
     if state == "idle":
         ctx.model.start_loading()
     if state != "ready":
-        configured = ctx.settings.model_version or ""
-        number = configured if configured.isdigit() else (version or "1")
         code, message = ("UNKNOWN", error.message) if error is not None else ("OK", "")
         return _json({"model_version_status": [{
-            "version": str(int(number)), "state": "END" if error is not None else "LOADING",
+            "version": str(configured_version(ctx)),
+            "state": "END" if error is not None else "LOADING",
             "status": {"error_code": code, "error_message": message}}],
             "name": unquote(name), "ready": False})
     model = _resolve(ctx, name, version, label)
