@@ -59,8 +59,10 @@ def _remote_backend(settings: Settings) -> Backend:
 
         return RestBackend(metadata, target, settings.tfserving_url or "http://127.0.0.1:8501",
                            request_format=settings.tfserving_rest_format,
-                           timeout=settings.request_timeout, retries=settings.upstream_retries)
+                           timeout=settings.request_timeout, retries=settings.upstream_retries,
+                           max_reply_bytes=settings.max_upstream_reply_bytes)
     from functions.backends.tfserving_grpc import GrpcBackend
 
     return GrpcBackend(metadata, target, settings.tfserving_url or "127.0.0.1:8500",
-                       timeout=settings.request_timeout, retries=settings.upstream_retries)
+                       timeout=settings.request_timeout, retries=settings.upstream_retries,
+                       max_reply_bytes=settings.max_upstream_reply_bytes)

@@ -22,7 +22,9 @@ A remote backend needs three things the model server cannot give it:
     429 / RESOURCE_EXHAUSTED                       503 upstream_unavailable (not retried)
     deadline passed, 504 / DEADLINE_EXCEEDED       504 gateway_timeout
     any other error, or a reply that does not      502 bad_gateway
-    fit the signature
+    fit the signature, holds NaN or infinity, is
+    nested past any tensor, is over
+    MAX_UPSTREAM_REPLY_BYTES, or redirects
     ============================================  =======================================
 
 Constructing a backend touches no network: a model server that is down while the
@@ -295,4 +297,6 @@ class RemoteBackend:
                                                              strict=True))):
                 raise bad_reply(f"output {spec.name!r} has shape {list(value.shape)}, the "
                                 f"signature says {list(served.shape)}")
+            if value.dtype.kind in "fc" and not np.isfinite(value).all():
+                raise bad_reply(f"output {spec.name!r} holds NaN or infinite values")
         return outputs

@@ -5,8 +5,10 @@ The stubs are written out here over the project's own compiled messages
 that package's modules import all of TensorFlow. Inputs go as ``tensor_content``;
 outputs are read from the typed fields TF Serving sends by default or from
 ``tensor_content`` (``--enable_serialization_as_tensor_content``) alike. One channel
-per process is kept open, with message limits raised past gRPC's 4 MiB default and
-reconnect backoff kept short so a restarted server is found again quickly.
+per process is kept open, with the receive limit at MAX_UPSTREAM_REPLY_BYTES (a larger
+reply is a 502, not gRPC's 4 MiB default refusal) and reconnect backoff kept short so a
+restarted server is found again quickly. The call's deadline is gRPC's own, which covers
+connecting, sending and the whole reply.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from functions.backends.remote import (
     unavailable,
     upstream_error,
 )
+from functions.errors import BadGateway
 from modelmeta import ModelMetadata
 
 log = logging.getLogger(__name__)
@@ -39,9 +42,11 @@ PREDICT = "/tensorflow.serving.PredictionService/Predict"
 GET_MODEL_METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"
 SIGNATURE_DEF_MAP = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+"""The default cap on a reply message (MAX_UPSTREAM_REPLY_BYTES)."""
 CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_REPLY_BYTES),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
@@ -59,15 +64,18 @@ def channel_target(url: str) -> tuple[str, bool]:
 
 class GrpcBackend(RemoteBackend):
     def __init__(self, metadata: ModelMetadata, target: Target, url: str, *,
-                 timeout: float, retries: int) -> None:
+                 timeout: float, retries: int, max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
         super().__init__(metadata, target, timeout=timeout, retries=retries)
         address, secure = channel_target(url)
         self.address = address
+        self.max_reply_bytes = max_reply_bytes
+        options = tuple((name, max_reply_bytes if name == "grpc.max_receive_message_length"
+                         else value) for name, value in CHANNEL_OPTIONS)
         if secure:
             self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(),
-                                                options=CHANNEL_OPTIONS)
+                                                options=options)
         else:
-            self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channel = grpc.insecure_channel(address, options=options)
         self._predict = self._channel.unary_unary(
             PREDICT, request_serializer=pb.PredictRequest.SerializeToString,
             response_deserializer=pb.PredictResponse.FromString)
@@ -136,6 +144,10 @@ class GrpcBackend(RemoteBackend):
                 raise timed_out(deadline.seconds) from exc
             if code == grpc.StatusCode.INTERNAL and "deserializ" in details.lower():
                 raise bad_reply("the reply does not parse as a PredictResponse") from exc
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+                log.warning("model server reply refused: %s", details)
+                raise BadGateway(f"the model server's reply is over {self.max_reply_bytes:,} "
+                                 "bytes (MAX_UPSTREAM_REPLY_BYTES)") from exc
             raise upstream_error(code.name, details, self.target, deadline.seconds) from exc
 
 

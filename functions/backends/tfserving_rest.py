@@ -6,6 +6,12 @@ Requests follow TF Serving's JSON rules: columnar ``{"inputs": {...}}`` or row
 Replies are read with the signature's dtypes from the metadata endpoint, string
 outputs named ``*_bytes`` unwrapped from base64. One `requests.Session` keeps
 connections open across calls and threads.
+
+The model server is trusted to be a model server, not to behave: each exchange (connect,
+send, the whole reply) ends by the call's one deadline however slowly it drips
+(`functions.backends.http_deadline`); redirects are never followed (a 3xx would re-post
+the image wherever it points); a reply over MAX_UPSTREAM_REPLY_BYTES, one holding
+``NaN`` or ``Infinity`` (not JSON) or nested deeper than any tensor are all a 502.
 """
 
 from __future__ import annotations
@@ -18,11 +24,11 @@ from urllib.parse import quote
 
 import numpy as np
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
 from functions import logs
 from functions.backends import wire
+from functions.backends.http_deadline import deadline_session, watch
 from functions.backends.remote import (
     Deadline,
     RemoteBackend,
@@ -43,7 +49,10 @@ log = logging.getLogger(__name__)
 GZIP_MIN_BYTES = 64 * 1024
 """Bodies at least this big are sent gzipped: base64 of an image shrinks by about a
 quarter, worth a millisecond of CPU across a network."""
-MAX_REPLY_BYTES = 256 * 1024 * 1024
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+"""The default cap on a reply's bytes (MAX_UPSTREAM_REPLY_BYTES)."""
+MAX_NESTING = 32
+"""Deepest nesting a reply may have: a tensor of rank 8 in a reply object is 10 deep."""
 _STATUS_CODES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                  404: "NOT_FOUND", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
                  500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE",
@@ -54,12 +63,14 @@ _STATUS_CODES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSI
 class RestBackend(RemoteBackend):
     def __init__(self, metadata: ModelMetadata, target: Target, base_url: str, *,
                  timeout: float, retries: int, request_format: str = "columnar",
-                 gzip_min_bytes: int = GZIP_MIN_BYTES, pool_size: int = 32) -> None:
+                 gzip_min_bytes: int = GZIP_MIN_BYTES, pool_size: int = 32,
+                 max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
         super().__init__(metadata, target, timeout=timeout, retries=retries)
         if request_format not in ("columnar", "row"):
             raise ValueError(f"request_format must be columnar or row, not {request_format!r}")
         self.request_format = request_format
         self.gzip_min_bytes = gzip_min_bytes
+        self.max_reply_bytes = max_reply_bytes
         model = f"{base_url.rstrip('/')}/v1/models/{quote(target.model_name, safe='')}"
         if target.version is not None:
             model += f"/versions/{target.version}"
@@ -67,10 +78,7 @@ class RestBackend(RemoteBackend):
             model += f"/labels/{quote(target.label, safe='')}"
         self.predict_url = model + ":predict"
         self.metadata_url = model + "/metadata"
-        self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self._session = deadline_session(pool_size)
 
     def close(self) -> None:
         self._session.close()
@@ -153,29 +161,32 @@ class RestBackend(RemoteBackend):
               deadline: Deadline) -> Any:
         """One HTTP exchange within the deadline: the reply's JSON, or the mapped error."""
         left = deadline.check()
-        try:
-            with self._session.request(method, url, data=body, headers=headers,
-                                       timeout=(left, left), stream=True) as response:
-                content = self._read(response, deadline)
-                status = response.status_code
-        except requests.Timeout as exc:
-            raise timed_out(deadline.seconds) from exc
-        except requests.ConnectionError as exc:
-            if _refused(exc):
-                raise TryAgain(unavailable()) from exc
-            if _read_timeout(exc) or deadline.remaining() <= 0:
-                raise timed_out(deadline.seconds) from exc
-            log.warning("model server connection failed: %s", exc)
-            raise BadGateway("the model server closed the connection before answering") \
-                from exc
-        try:
-            reply = json.loads(content)
-        except ValueError:
-            reply = None
+        with watch(left) as exchange:
+            try:
+                with self._session.request(method, url, data=body, headers=headers,
+                                           timeout=(left, left), stream=True,
+                                           allow_redirects=False) as response:
+                    status = response.status_code
+                    location = response.headers.get("location", "")
+                    content = self._read(response)
+            except requests.RequestException as exc:
+                if exchange.expired or deadline.remaining() <= 0:
+                    raise timed_out(deadline.seconds) from exc
+                raise _transport_error(exc, deadline.seconds) from exc
+            except BadGateway:
+                if exchange.expired:  # the watchdog cut the reply short
+                    raise timed_out(deadline.seconds) from None
+                raise
+        if exchange.expired:  # cut in the headers: http.client may return what it had
+            raise timed_out(deadline.seconds)
+        if 300 <= status < 400:
+            log.warning("model server answered %d, redirecting to %.200s", status, location)
+            raise BadGateway(f"the model server answered with a redirect (HTTP {status}), "
+                             "which is not followed; set TFSERVING_URL to the model server "
+                             "itself")
         if status == 200:
-            if reply is None:
-                raise bad_reply(f"the reply is not JSON ({len(content)} bytes)")
-            return reply
+            return _json(content)
+        reply = _json_or_none(content)
         message = reply.get("error") if isinstance(reply, dict) else None
         code = _STATUS_CODES.get(status, "UNKNOWN")
         error = upstream_error(code, str(message if message is not None else content[:300]),
@@ -184,22 +195,84 @@ class RestBackend(RemoteBackend):
             error = BadGateway(f"the model server answered HTTP {status}")
         raise error
 
-    def _read(self, response: requests.Response, deadline: Deadline) -> bytes:
-        """The whole body, checking the deadline between reads (each read is bounded too)."""
+    def _read(self, response: requests.Response) -> bytes:
+        """The whole body, at most `max_reply_bytes` (the watchdog bounds the time)."""
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_reply_bytes:
+            raise self._too_large()
         chunks, size = [], 0
-        try:
-            for chunk in response.iter_content(64 * 1024):
-                size += len(chunk)
-                if size > MAX_REPLY_BYTES:
-                    raise BadGateway(f"the model server's reply is over {MAX_REPLY_BYTES:,} "
-                                     "bytes")
-                chunks.append(chunk)
-                deadline.check()
-        except requests.exceptions.ContentDecodingError as exc:
-            raise bad_reply("the reply's content encoding is broken") from exc
-        except requests.exceptions.ChunkedEncodingError as exc:
-            raise BadGateway("the model server cut its reply short") from exc
+        for chunk in response.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > self.max_reply_bytes:
+                raise self._too_large()
+            chunks.append(chunk)
         return b"".join(chunks)
+
+    def _too_large(self) -> BadGateway:
+        log.warning("model server reply over %d bytes", self.max_reply_bytes)
+        return BadGateway(f"the model server's reply is over {self.max_reply_bytes:,} bytes "
+                          "(MAX_UPSTREAM_REPLY_BYTES)")
+
+
+def _transport_error(exc: requests.RequestException, seconds: float) -> Exception:
+    """A transport failure before the deadline passed, as what the client gets."""
+    if isinstance(exc, requests.Timeout) or (
+            isinstance(exc, requests.ConnectionError) and _read_timeout(exc)):
+        return timed_out(seconds)
+    if isinstance(exc, requests.ConnectionError) and _refused(exc):
+        return TryAgain(unavailable())
+    if isinstance(exc, requests.exceptions.ContentDecodingError):
+        return bad_reply("the reply's content encoding is broken")
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return BadGateway("the model server cut its reply short")
+    log.warning("model server connection failed: %s", exc)
+    return BadGateway("the model server closed the connection before answering")
+
+
+def _json(content: bytes) -> Any:
+    """A 200 reply's JSON: strict (no NaN or Infinity), and no deeper than `MAX_NESTING`."""
+    try:
+        reply = json.loads(content, parse_constant=_not_json)
+    except _NotJson as exc:
+        raise bad_reply(f"the reply holds {exc}, which JSON cannot carry") from None
+    except RecursionError:
+        raise bad_reply("the reply is nested too deeply") from None
+    except ValueError:  # not JSON, not UTF-8, or a number of too many digits
+        raise bad_reply(f"the reply is not JSON ({len(content)} bytes)") from None
+    if _nesting(reply) > MAX_NESTING:
+        raise bad_reply(f"the reply is nested more than {MAX_NESTING} deep")
+    return reply
+
+
+def _json_or_none(content: bytes) -> Any:
+    """An error reply's JSON if it is any (its message is logged, never shown)."""
+    try:
+        return _json(content)
+    except BadGateway:
+        return None
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _not_json(name: str) -> Any:
+    raise _NotJson(name)
+
+
+def _nesting(value: Any) -> int:
+    """How deep lists and objects nest in a parsed JSON value (iteratively: no recursion)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            if depth > MAX_NESTING:
+                return depth
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _refused(exc: requests.ConnectionError) -> bool:

@@ -6,11 +6,18 @@ REST and gRPC protocols for the digits model and answer as `mode` says: ``ok``
 UNAVAILABLE), ``error`` (500 / INTERNAL), ``malformed`` (a reply that does not fit
 the signature), ``garbage`` (not JSON / not a PredictResponse), ``missing``
 (404 / NOT_FOUND). ``stop()`` and ``start()`` take the same port down and up.
+
+The REST fake also misbehaves at the byte level, for the hostile-upstream tests:
+``custom`` answers `FakeRestServer.reply` (status, headers, body, chunked or not)
+verbatim, and `FakeRestServer.drip` (seconds per byte, and from where: the status line,
+the headers or the body) sends any answer a byte at a time. The gRPC fake's ``nan``
+mode answers NaN and infinite scores.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import socket
 import threading
@@ -66,6 +73,12 @@ class FakeRestServer(_Fake):
         self.port = 0
         self.httpd: ThreadingHTTPServer | None = None
         self.connections: set[socket.socket] = set()
+        self.reply: tuple[int, dict[str, str], bytes, bool] = (200, {}, b"{}", False)
+        """``custom`` mode's answer: status, extra headers, body, sent chunked or not."""
+        self.drip: tuple[float, str] | None = None
+        """(seconds per byte, "status" | "headers" | "body"): send the answer dripping."""
+        self.bodies: list[bytes] = []
+        """Every predict request body received, in order."""
         self.start()
 
     @property
@@ -92,6 +105,13 @@ class FakeRestServer(_Fake):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 mode = fake.record("predict")
+                fake.bodies.append(body)
+                if mode == "custom":
+                    status, headers, data, chunked = fake.reply
+                    self._raw(status, headers, data, chunked)
+                    return
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
                 count = len(json.loads(body)["inputs"]["image_bytes"])
                 if mode == "slow":
                     time.sleep(SLOW_SECONDS)
@@ -108,12 +128,35 @@ class FakeRestServer(_Fake):
                 self._send(status, data)
 
             def _send(self, status: int, data: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(data)
+                self._raw(status, {}, data, False)
+
+            def _raw(self, status: int, headers: dict[str, str], data: bytes,
+                     chunked: bool) -> None:
+                head = [f"HTTP/1.1 {status} Whatever", "Content-Type: application/json"]
+                head += [f"{k}: {v}" for k, v in headers.items()]
+                if chunked:
+                    head.append("Transfer-Encoding: chunked")
+                    data = b"".join(b"%x\r\n%s\r\n" % (len(data[i:i + 4096]),
+                                                       data[i:i + 4096])
+                                    for i in range(0, len(data), 4096)) + b"0\r\n\r\n"
+                elif "Content-Length" not in headers:
+                    head.append(f"Content-Length: {len(data)}")
+                status_line, rest = head[0].encode() + b"\r\n", \
+                    ("\r\n".join(head[1:]) + "\r\n\r\n").encode()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError, OSError):
+                    if fake.drip is None:
+                        self.wfile.write(status_line + rest + data)
+                        return
+                    interval, stage = fake.drip
+                    whole = status_line + rest + data
+                    start = {"status": 0, "headers": len(status_line),
+                             "body": len(status_line) + len(rest)}[stage]
+                    self.wfile.write(whole[:start])
+                    self.wfile.flush()
+                    for i in range(start, len(whole)):
+                        time.sleep(interval)
+                        self.wfile.write(whole[i:i + 1])
+                        self.wfile.flush()
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.httpd.daemon_threads = True
@@ -164,6 +207,16 @@ class FakeGrpcServer(_Fake):
         count = request.inputs["image_bytes"].tensor_shape.dim[0].size
         if mode == "slow":
             time.sleep(SLOW_SECONDS)
+        if mode in ("nan", "huge"):
+            response = pb.PredictResponse()
+            scores = response.outputs["scores"]
+            scores.dtype = pb.DT_FLOAT
+            scores.tensor_shape.dim.add(size=count)
+            scores.tensor_shape.dim.add(size=10 if mode == "nan" else 10 * 300_000)
+            values = [float("nan"), float("inf"), float("-inf")] + [0.0] * 7
+            scores.float_val.extend(values * count if mode == "nan" else [0.5] * count * 10
+                                    * 300_000)
+            return response
         aborts = {"unavailable": grpc.StatusCode.UNAVAILABLE,
                   "error": grpc.StatusCode.INTERNAL, "missing": grpc.StatusCode.NOT_FOUND}
         if mode in aborts:
