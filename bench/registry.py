@@ -52,6 +52,7 @@ GROUPS: tuple[Group, ...] = (
     Group(3, "cold start, LiteRT", "bench.external:litert_cold_start"),
     Group(1, "request bytes", "bench.request_bytes:run"),
     Group(2, "warm latency (and the peer's, item 7)", "bench.latency:run"),
+    Group(2, "protocols against the native API", "bench.protocols:run"),
     Group(4, "throughput (and the peer's, item 7)", "bench.throughput:run"),
     Group(5, "masks", "bench.masks:run", optional=True,
           pending_note="the segmentation model is not built yet; bench/masks.py will add "
