@@ -19,6 +19,12 @@ $(STAMP): requirements.lock pyproject.toml
 	# need only tensorflow-cpu, already installed above.
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
 		tensorflow-serving-api==2.21.0
+	# The protocol tests drive the function with tritonclient's and KServe's own clients.
+	# tritonclient caps ml-dtypes (<=0.5.4) and greenlet (<3.4) below our pins and kserve caps
+	# protobuf below 7 (TensorFlow needs 7); both clients work on the pinned versions, so they
+	# go in without deps, and what their HTTP clients import is pinned in requirements.lock.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		tritonclient==2.73.0 kserve==0.21.0
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
 		--no-build-isolation -e .
 	touch $(STAMP)
