@@ -32,9 +32,8 @@ OPENAPI_VERSION = "3.1.0"
 PROTOCOL_MODULES: tuple[str, ...] = ()
 """Modules (``functions.protocols.NAME``) whose ``openapi_paths(settings)`` add their routes."""
 
-PREDICT_STATUSES = (400, 401, 403, 404, 413, 415, 500, 502, 503, 504)
-"""What a predict request can be answered with besides 200: every status in the tree
-except 405 (a method the document does not list)."""
+UNLISTED_STATUSES = (405,)
+"""Statuses no listed operation answers: 405 is for a method the document does not list."""
 ANY_PATH_STATUSES = (413, 500)
 """Answers any path can give: a body over MAX_BODY_BYTES is refused before routing, and a
 misconfigured function answers 500 everywhere."""
@@ -143,7 +142,7 @@ def _predict_operation(settings: Settings) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": _json_response("One prediction per image, in request order",
                               {"$ref": _REF + "PredictResponse"}, _EXAMPLE_ANSWER)}
-    for status in PREDICT_STATUSES:
+    for status in sorted(set(error_codes()) - set(UNLISTED_STATUSES)):
         responses[str(status)] = _error_response(status, retry_after=status == 503)
     operation: dict[str, Any] = {
         "summary": "Classify (or segment) one or more images",
