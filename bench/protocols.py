@@ -138,10 +138,13 @@ def run(ctx: Context) -> list[Row]:
 
 def main(argv: list[str] | None = None) -> int:
     """These rows alone, without the rest of the bench."""
+    import subprocess
     import time
 
-    from bench.context import Plan, build_models, run_dir
+    from bench.context import Plan, run_dir
+    from bench.models import BenchModel
     from bench.report import markdown_table
+    from bench.server import ROOT, quiet_env
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -156,7 +159,13 @@ def main(argv: list[str] | None = None) -> int:
                    latency_requests={**Plan().latency_requests, MODEL: options.requests})
     work_dir = run_dir() / time.strftime("protocols-%Y%m%d-%H%M%S")
     work_dir.mkdir(parents=True, exist_ok=True)
-    ctx = Context(plan=plan, models=build_models(log), work_dir=work_dir, log=log)
+    log("preparing the digits model (cached under build/)")
+    built = subprocess.run(  # in a child: TensorFlow stays out of the timing client
+        [sys.executable, "-c", "import json; from bench.models import digits_model; "
+         "print(json.dumps(digits_model().to_dict()))"], cwd=ROOT, env=quiet_env({}),
+        capture_output=True, text=True, timeout=1800, check=True)
+    model = BenchModel.from_dict(json.loads(built.stdout.strip().splitlines()[-1]))
+    ctx = Context(plan=plan, models={MODEL: model}, work_dir=work_dir, log=log)
     try:
         rows = run(ctx)
     finally:

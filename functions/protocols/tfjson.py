@@ -27,6 +27,7 @@ import binascii
 import json
 import math
 import re
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -539,7 +540,8 @@ def format_decimal(value: float, is_float32: bool) -> str:
         return "-Infinity" if value < 0 else "Infinity"
     text = f"{value:.6g}"
     if is_float32:
-        round_trips = np.float32(float(text)) == np.float32(value)
+        with np.errstate(over="ignore"):  # a double beyond float32 compares as infinity
+            round_trips = np.float32(float(text)) == np.float32(value)
     else:
         round_trips = float(text) == value
     if not round_trips:
@@ -549,20 +551,33 @@ def format_decimal(value: float, is_float32: bool) -> str:
     return text
 
 
+_FLOAT32 = struct.Struct("<f")
+
+
 def _float_texts(values: Sequence[float], is_float32: bool) -> list[str]:
-    """`format_decimal` over many values, with the round-trip check done by numpy."""
-    flat = np.asarray(values, dtype=np.float32 if is_float32 else np.float64)
-    if flat.size == 0:
-        return []
-    if not np.isfinite(flat).all():
-        return [format_decimal(float(v), is_float32) for v in flat.tolist()]
-    texts = [f"{v:.6g}" for v in flat.tolist()]
-    back = np.array(texts, dtype=np.float64)
-    if is_float32:
-        back = back.astype(np.float32)
-    for index in np.flatnonzero(back != flat).tolist():
-        texts[index] = f"{float(flat[index]):{'.9g' if is_float32 else '.17g'}}"
-    return [t if ("." in t or "e" in t) else t + ".0" for t in texts]
+    """`format_decimal` over many values, the float32 round trip checked with `struct`
+    (about twice as fast as numpy scalars on a classifier's few scores)."""
+    pack, unpack = _FLOAT32.pack, _FLOAT32.unpack
+    texts = []
+    for value in values:
+        if not math.isfinite(value):
+            texts.append(format_decimal(value, is_float32))
+            continue
+        text = f"{value:.6g}"
+        if is_float32:
+            try:
+                round_trips = unpack(pack(float(text))) == unpack(pack(value))
+            except OverflowError:  # not a float32 value at all: numpy's rules decide
+                texts.append(format_decimal(value, is_float32))
+                continue
+        else:
+            round_trips = float(text) == value
+        if not round_trips:
+            text = f"{value:.9g}" if is_float32 else f"{value:.17g}"
+        if "." not in text and "e" not in text:
+            text += ".0"
+        texts.append(text)
+    return texts
 
 
 def _value_texts(tensor: Tensor, name: str) -> list[str]:
