@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from functions import metrics
 from functions.backends import Backend
 from functions.errors import InvalidImage
 
@@ -37,6 +38,8 @@ class _Call:
     """Set when this request's thread must run the next merged call."""
     outputs: dict[str, np.ndarray] | None = None
     error: BaseException | None = None
+    merged: int = 0
+    """Images in the model call that served this request (its own and the others')."""
 
 
 class BatchingBackend:
@@ -66,6 +69,9 @@ class BatchingBackend:
         if call.error is not None:
             raise call.error
         assert call.outputs is not None
+        batches = metrics.current().batches
+        if batches and call.merged:
+            batches[-1] = call.merged  # the images per model call, merged ones included
         return call.outputs
 
     def _run_next(self) -> None:
@@ -105,15 +111,20 @@ class BatchingBackend:
             for call in batch:
                 call.error = exc
             return
-        if any(len(value) != sum(c.size for c in batch) for value in outputs.values()):
+        if any(len(value) != total_images(batch) for value in outputs.values()):
             for call in batch:  # an output without a batch axis cannot be split: one by one
                 _settle(call, self.inner)
             return
         start = 0
         for call in batch:
+            call.merged = total_images(batch)
             call.outputs = {name: value[start:start + call.size]
                             for name, value in outputs.items()}
             start += call.size
+
+
+def total_images(batch: list[_Call]) -> int:
+    return sum(call.size for call in batch)
 
 
 def _settle(call: _Call, backend: Backend) -> None:

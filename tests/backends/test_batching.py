@@ -143,3 +143,33 @@ def test_many_threads_all_answered_correctly(threads):
     assert sum(len(v) for v in answers.values()) == threads * 20
     assert sum(len(c) for c in inner.calls) == threads * 20
     assert max(len(c) for c in inner.calls) <= 5
+
+
+def test_each_request_records_the_size_of_the_call_that_served_it():
+    from functions import metrics
+
+    inner = Recording()
+    backend = BatchingBackend(inner, max_images=8)
+    recorded: dict[int, list[int]] = {}
+    inner.gate.clear()
+
+    def worker(i, payload):
+        measured, token = metrics.begin()
+        try:
+            measured.batches.append(len(payload["image_bytes"]))  # as the pipeline does
+            backend.predict(payload)
+            recorded[i] = measured.batches
+        finally:
+            metrics.end(token)
+
+    first = threading.Thread(target=worker, args=(0, batch(b"0")))
+    first.start()
+    assert inner.entered.wait(5)
+    others = [threading.Thread(target=worker, args=(i, batch(b"a", b"b"))) for i in (1, 2)]
+    for thread in others:
+        thread.start()
+    time.sleep(0.1)
+    inner.gate.set()
+    for thread in [first, *others]:
+        thread.join(5)
+    assert recorded == {0: [1], 1: [4], 2: [4]}
