@@ -36,7 +36,9 @@ against ground truth. This module makes both halves:
   so picking the wrong channel shows. The detector is not anchor based: it checks the
   anchors' count, so a caller that builds them wrong fails loudly, and ignores them.
   Mask R-CNN feeds ``pixel - MEAN_PIXEL``; the demo takes the pixels themselves, so
-  the quantized input below is exact.
+  the quantized input below is exact. Every op is one LiteRT has built in (ROIAlign's
+  ``crop_and_resize`` is written as gathers, bit for bit), so ``modelprep litert``
+  converts the served model for a function without TensorFlow.
 
 ``build/models/segmentation/original`` is that float model; ``served`` is the model the
 function serves, prepared as `modelprep wrap` lays models out: ``input_image`` is int8
@@ -64,7 +66,7 @@ from modelmeta import (
 )
 from modelprep.buildcache import cached_build
 
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 """Bump when the graph, its constants or the served layers change."""
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "build" / "models" / "segmentation"
@@ -344,8 +346,9 @@ def _segment_one(image, meta):
     pad = MAX_INSTANCES - found
     detections = tf.pad(detections, [[0, pad], [0, 0]])
     masks = tf.pad(masks, [[0, pad], [0, 0], [0, 0], [0, 0]])
-    return (tf.ensure_shape(detections, [MAX_INSTANCES, 6]),
-            tf.ensure_shape(masks, [MAX_INSTANCES, MASK_SIZE, MASK_SIZE, NUM_CLASSES]))
+    # reshape, not ensure_shape: the same static shape, and an op LiteRT has
+    return (tf.reshape(detections, [MAX_INSTANCES, 6]),
+            tf.reshape(masks, [MAX_INSTANCES, MASK_SIZE, MASK_SIZE, NUM_CLASSES]))
 
 
 def _blur(image):
@@ -414,11 +417,51 @@ def _roi_masks(prob, labels, boxes, label_ids):
     crop = tf.stack([boxes[:, 0] + 0.5 * h / n - 0.5, boxes[:, 1] + 0.5 * w / n - 0.5,
                      boxes[:, 2] - 0.5 * h / n - 0.5, boxes[:, 3] - 0.5 * w / n - 0.5],
                     axis=1) / scale
-    which = tf.zeros(tf.shape(boxes)[:1], tf.int32)
-    p = tf.image.crop_and_resize(prob[None, :, :, None], crop, which, [n, n], "bilinear")
-    owner = tf.image.crop_and_resize(labels[None, :, :, None], crop, which, [n, n], "nearest")
-    own = p * tf.cast(tf.equal(owner, label_ids[:, None, None, None]), tf.float32)
-    return tf.nn.avg_pool2d(own, SAMPLES, SAMPLES, "VALID")[..., 0]
+    p = _crop_and_resize(prob, crop, n, "bilinear")
+    owner = _crop_and_resize(labels, crop, n, "nearest")
+    own = p * tf.cast(tf.equal(owner, label_ids[:, None, None]), tf.float32)
+    return tf.nn.avg_pool2d(own[..., None], SAMPLES, SAMPLES, "VALID")[..., 0]
+
+
+def _crop_and_resize(image, boxes, n, method):
+    """``tf.image.crop_and_resize`` of one 2-D image to ``[N, n, n]``, bit for bit, in
+    gathers and arithmetic: LiteRT has no CropAndResize among its built-in ops, and this
+    keeps the model convertible without TensorFlow kernels (`modelprep.litert`).
+
+    Sample ``i`` of a box sits at ``y1 * (H - 1) + i * (y2 - y1) * (H - 1) / (n - 1)``
+    (boxes normalised); ``bilinear`` mixes the four pixels around it, ``nearest`` takes
+    the closest (halves rounded up, as TensorFlow's kernel does); samples outside the
+    image read 0.
+    """
+    import tensorflow as tf
+
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    last_y, last_x = tf.cast(height - 1, tf.float32), tf.cast(width - 1, tf.float32)
+    steps = tf.range(n, dtype=tf.float32)[None, :]
+    in_y = boxes[:, 0:1] * last_y + steps * ((boxes[:, 2:3] - boxes[:, 0:1]) * last_y / (n - 1))
+    in_x = boxes[:, 1:2] * last_x + steps * ((boxes[:, 3:4] - boxes[:, 1:2]) * last_x / (n - 1))
+    inside = (((in_y >= 0) & (in_y <= last_y))[:, :, None]
+              & ((in_x >= 0) & (in_x <= last_x))[:, None, :])
+    flat = tf.reshape(image, [-1])
+
+    def at(ys, xs):
+        ys, xs = tf.clip_by_value(ys, 0, height - 1), tf.clip_by_value(xs, 0, width - 1)
+        return tf.gather(flat, ys[:, :, None] * width + xs[:, None, :])
+
+    if method == "nearest":
+        values = at(tf.cast(tf.floor(in_y + 0.5), tf.int32),
+                    tf.cast(tf.floor(in_x + 0.5), tf.int32))
+    else:
+        top, left = tf.floor(in_y), tf.floor(in_x)
+        y0, y1 = tf.cast(top, tf.int32), tf.cast(tf.math.ceil(in_y), tf.int32)
+        x0, x1 = tf.cast(left, tf.int32), tf.cast(tf.math.ceil(in_x), tf.int32)
+        y_lerp, x_lerp = (in_y - top)[:, :, None], (in_x - left)[:, None, :]
+        top_left, top_right = at(y0, x0), at(y0, x1)
+        bottom_left, bottom_right = at(y1, x0), at(y1, x1)
+        upper = top_left + (top_right - top_left) * x_lerp
+        lower = bottom_left + (bottom_right - bottom_left) * x_lerp
+        values = upper + (lower - upper) * y_lerp
+    return tf.where(inside, values, 0.0)
 
 
 def _float_specs(image_dtype):
