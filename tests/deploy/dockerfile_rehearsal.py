@@ -58,6 +58,9 @@ class BaseImage:
     env: Mapping[str, str] = field(default_factory=dict)
     packages: tuple[str, ...] = ()
     """Distributions the image has installed, pinned from requirements.lock when rehearsed."""
+    with_dependencies: bool = True
+    """False where `packages` already lists everything the image has (Lambda's runtime
+    client and its two dependencies)."""
     entrypoint: str | None = None
     python: str | None = None
     """The image's Python when its tag does not say (``3.12`` in ``python:3.12-slim``)."""
@@ -69,7 +72,7 @@ BASE_IMAGES: dict[str, BaseImage] = {
         workdir="/var/task",
         env={"LAMBDA_TASK_ROOT": "/var/task", "LAMBDA_RUNTIME_DIR": "/var/runtime"},
         packages=("awslambdaric", "simplejson", "snapshot-restore-py"),
-        entrypoint=LAMBDA_RIE),
+        with_dependencies=False, entrypoint=LAMBDA_RIE),
     # The GPU build of TensorFlow, rehearsed with tensorflow-cpu of the same release (no GPU
     # here); the image's Python is 3.11.
     "tensorflow/tensorflow": BaseImage(workdir="/", packages=("tensorflow-cpu",),
@@ -305,8 +308,10 @@ def build(dockerfile: Path, work: Path, *, context: Path = ROOT, python: Path | 
             assert interpreter is not None, f"python{version} is missing"
             subprocess.run([str(interpreter), "-m", "venv", str(venv)], check=True)
             if base.packages:
-                pip_install(venv / "bin" / "python", ["--no-deps", *lock_pins(base.packages)],
-                            work, pip_cache)
+                how = ["-c", str(ROOT / "requirements.lock")] if base.with_dependencies \
+                    else ["--no-deps"]
+                pip_install(venv / "bin" / "python", [*how, *lock_pins(base.packages)], work,
+                            pip_cache)
             image = Image(dockerfile, context, root, venv, version, base, dict(base.env),
                           base.workdir, [], [], [])
             image.host(base.workdir).mkdir(parents=True, exist_ok=True)
