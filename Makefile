@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools demo serve browser test test-fast test-pythons lint bench clean
+.PHONY: install tools demo serve browser test test-fast test-pythons lint bench clean rehearse
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,15 @@ browser:
 
 test: lint browser tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The deploy rehearsals alone (also part of `make test`): Cloud Functions from the committed
+# tree under each Python 3.11-3.13 present, every Dockerfile without an engine, gs:// models.
+rehearse: install tools
+	$(BIN)/python -m pytest tests/deploy tests/gcp $(PYTEST_ARGS)
+
+# The root requirements.txt (Cloud Functions / Cloud Run) from the lock; a test checks it.
+requirements.txt: requirements.lock pyproject.toml | install
+	$(BIN)/python -m infra.requirements
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
