@@ -269,6 +269,47 @@ class Settings:
                               f"got {self.response_url_seconds}")
 
 
+@dataclass(frozen=True)
+class ServerSettings:
+    """How `python -m functions.serving` runs gunicorn: the same variables (and defaults)
+    as functions-framework's own server, which it replaces."""
+
+    host: str = "0.0.0.0"
+    """HOST (or ``--host``): the address to listen on."""
+    port: int = 8080
+    """PORT (or ``--port``)."""
+    workers: int = 1
+    """WORKERS: server processes, each with its own model."""
+    threads: int = 0
+    """THREADS: request threads per worker; 0 means 4 per CPU, as functions-framework."""
+    timeout: int = 0
+    """CLOUD_RUN_TIMEOUT_SECONDS: a worker silent this long is restarted; 0: never."""
+    log_level: str = "error"
+    """GUNICORN_LOG_LEVEL: gunicorn's own log (the function's is LOG_LEVEL)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
+        env = os.environ if environ is None else environ
+        settings = cls(
+            host=env.get("HOST", "").strip() or cls.host,
+            port=_int(env, "PORT", cls.port),
+            workers=_int(env, "WORKERS", cls.workers),
+            threads=_count(env, "THREADS", cls.threads),
+            timeout=_count(env, "CLOUD_RUN_TIMEOUT_SECONDS", cls.timeout),
+            log_level=env.get("GUNICORN_LOG_LEVEL", "").strip().lower() or cls.log_level,
+        )
+        if settings.port > 65535:
+            raise ConfigError(f"PORT must be at most 65535, got {settings.port}")
+        if settings.log_level not in ("debug", "info", "warning", "error", "critical"):
+            raise ConfigError("GUNICORN_LOG_LEVEL must be debug, info, warning, error or "
+                              f"critical, got {settings.log_level!r}")
+        return settings
+
+    @property
+    def thread_count(self) -> int:
+        return self.threads or (os.cpu_count() or 1) * 4
+
+
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":

@@ -13,8 +13,11 @@
     ├── NotFound                 404 not_found
     │   └── ModelNotFound        404 model_not_found (the model server lacks the model or version)
     ├── MethodNotAllowed         405 method_not_allowed
+    ├── RequestTimeout           408 request_timeout  (the request did not arrive whole in time)
     ├── PayloadTooLarge          413 payload_too_large (body bytes, pixels, images per request)
+    ├── UriTooLong               414 uri_too_long     (the request line is over the server's limit)
     ├── UnsupportedMediaType     415 unsupported_media_type (content type, HEIC, WebP)
+    ├── HeaderFieldsTooLarge     431 header_fields_too_large
     ├── ModelNotReady            503 model_not_ready
     │   └── UpstreamUnavailable  503 upstream_unavailable (the model server is down or busy)
     ├── Overloaded               503 overloaded      (a per-process store is full: retry later)
@@ -108,9 +111,24 @@ class MethodNotAllowed(ServiceError):
                          headers={"Allow": ", ".join(allowed)})
 
 
+class RequestTimeout(ServiceError):
+    status = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(ServiceError):
     status = 413
     code = "payload_too_large"
+
+
+class UriTooLong(ServiceError):
+    status = 414
+    code = "uri_too_long"
+
+
+class HeaderFieldsTooLarge(ServiceError):
+    status = 431
+    code = "header_fields_too_large"
 
 
 class UnsupportedMediaType(ServiceError):

@@ -1,0 +1,87 @@
+"""The WSGI app the server runs: functions-framework's app for ``predict``, body checked.
+
+functions-framework builds the Flask app around `functions.main.predict` exactly as its own
+CLI does (from the repository's ``main.py``), so Cloud Functions and this server run the
+same code. In front of it, `BodyCheck` reads the request body whole before Flask sees it:
+gunicorn's body readers return a short body as if it were whole when the client closes
+early, and raise their own exceptions on malformed chunked framing, which Flask would turn
+into an HTML 500. The worker of `functions.serving.worker` already refuses both before a
+thread is taken; this check keeps any other gunicorn worker honest too.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from gunicorn.http import errors as http_errors
+
+from functions.config import ConfigError, Settings
+from functions.errors import BadRequest, PayloadTooLarge, ServiceError, render
+
+SOURCE = Path(__file__).resolve().parent.parent.parent / "main.py"
+"""The repository's main.py, which functions-framework loads as the CLI does."""
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class BodyCheck:
+    """Reads ``wsgi.input`` whole (at most MAX_BODY_BYTES) and hands the app a copy."""
+
+    def __init__(self, app: WsgiApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse
+                 ) -> Iterable[bytes]:
+        declared = environ.get("CONTENT_LENGTH") or ""
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if not declared and not chunked:
+            return self.app(environ, start_response)
+        try:
+            body = environ["wsgi.input"].read(self.max_body + 1)
+        except (http_errors.NoMoreData, http_errors.ChunkMissingTerminator,
+                http_errors.InvalidChunkSize, http_errors.InvalidChunkExtension) as exc:
+            return _answer(BadRequest(f"the request body is malformed or cut short "
+                                      f"({type(exc).__name__})"), start_response)
+        if len(body) > self.max_body:
+            return _answer(PayloadTooLarge(
+                f"request body is more than {self.max_body} bytes; the limit is "
+                f"{self.max_body} bytes (MAX_BODY_BYTES)", headers={"Connection": "close"}),
+                start_response)
+        if declared.isdigit() and len(body) < int(declared):
+            return _answer(BadRequest(f"the request body ended after {len(body)} of the "
+                                      f"{declared} bytes its Content-Length announced"),
+                           start_response)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        environ["wsgi.input_terminated"] = False
+        return self.app(environ, start_response)
+
+
+def _answer(error: ServiceError, start_response: StartResponse) -> Iterable[bytes]:
+    response = render(error)
+    headers = {**response.headers, "Content-Length": str(len(response.body)),
+               "Connection": "close"}
+    start_response(f"{response.status} {HTTPStatus(response.status).phrase}",
+                   list(headers.items()))
+    return [response.body]
+
+
+def build() -> WsgiApp:
+    import functions_framework
+
+    try:
+        max_body = Settings.from_env().max_body_bytes
+    except ConfigError:
+        max_body = Settings.max_body_bytes  # the app itself answers what is misconfigured
+    flask_app = functions_framework.create_app(target="predict", source=str(SOURCE))
+    return BodyCheck(flask_app, max_body)
+
+
+app = build()
