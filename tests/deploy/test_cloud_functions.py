@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -152,7 +153,7 @@ def test_functions_framework_from_the_uploaded_source(version, workspace, runtim
     venv = runtimes[version]
     installed = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "list",
                                 "--format=json"], capture_output=True, text=True, check=True)
-    names = {p["name"].lower() for p in json.loads(installed.stdout)}
+    names = {re.sub(r"[-_.]+", "-", p["name"]).lower() for p in json.loads(installed.stdout)}
     assert "tf-image-functions" not in names, "the buildpack does not install the project"
     assert {"functions-framework", "tensorflow-cpu", "google-cloud-storage"} <= names
     function = start_function(venv, workspace, tmp_path / "function.log")
