@@ -183,3 +183,41 @@ def test_tf_servings_own_model_behind_the_function_answers_as_tf_serving(
     simple = half_plus_two.post("/", json={"data": {"x": [[1.0], [5.0]]}})
     assert simple.json() == {"y": [[2.5], [4.5]]}
     assert json.loads(half_plus_two.get("/v2/health/ready").text) == {"ready": True}
+
+
+THIN_CHECK = """
+import json, sys
+import functions_framework
+app = functions_framework.create_app(target="predict", source=sys.argv[2] + "/main.py")
+client = app.test_client()
+b64 = sys.argv[1]
+answers = [
+    client.post("/v1/models/digits:predict", json={"instances": [{"b64": b64}]}),
+    client.post("/v2/models/digits/infer", json={"inputs": [
+        {"name": "image_bytes", "datatype": "BYTES", "shape": [1], "data": [b64]}]}),
+    client.post("/", json={"data": {"image": b64}}),
+]
+heavy = sorted(m for m in sys.modules
+               if m.split(".")[0] in ("tensorflow", "tensorflow_serving", "keras", "infra"))
+print(json.dumps({"status": [a.status_code for a in answers], "heavy": heavy}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["tfserving-rest", "tfserving-grpc"])
+def test_every_protocol_on_the_thin_function_leaves_tensorflow_out(
+        backend, local_model_server, pngs):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    model_dir = local_model_server.options.model_config_file.parent / "digits" / "1"
+    url = local_model_server.rest_url if backend == "tfserving-rest" \
+        else local_model_server.grpc_target
+    env = {"BACKEND": backend, "TFSERVING_URL": url, "MODEL_URI": str(model_dir),
+           "LOG_FORMAT": "text", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", THIN_CHECK, b64(pngs[7]), str(ROOT)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"status": [200, 200, 200], "heavy": []}
