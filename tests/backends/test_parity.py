@@ -90,7 +90,7 @@ def test_every_backend_answers_byte_for_byte_alike(servers, digits):
 THIN_CHECK = textwrap.dedent("""
     import json, sys
     import functions_framework
-    app = functions_framework.create_app(target="predict", source=str(ROOT / "main.py"))
+    app = functions_framework.create_app(target="predict", source="main.py")
     png = open(sys.argv[1], "rb").read()
     response = app.test_client().post("/", data=png, content_type="image/png")
     heavy = sorted(m for m in sys.modules

@@ -11,9 +11,9 @@ def test_wrap_fingerprint_follows_the_wrapping_code(tmp_path):
         (tmp_path / name).write_text(f"# {name}\n")
     before = wrap_fingerprint(tmp_path)
     assert wrap_fingerprint(tmp_path) == before
-    (tmp_path / "modelprep" / "preprocess.py").write_text("# changed\n")
+    (tmp_path / "modelprep" / "input_ops.py").write_text("# changed\n")
     assert wrap_fingerprint(tmp_path) != before
-    (tmp_path / "modelprep" / "preprocess.py").unlink()
+    (tmp_path / "modelprep" / "input_ops.py").unlink()
     assert wrap_fingerprint(tmp_path) != before  # a missing file counts too
 
 
