@@ -36,7 +36,7 @@ from functions.loader import LoadedModel
 from functions.request import options
 from functions.request.images import ImageInput, inspect_image, upright
 from functions.request.parse import (
-    _decode_content_encoding,  # the one gzip/deflate reader, shared with every protocol
+    decode_content_encoding,  # the one gzip/deflate reader, shared with every protocol
     decode_base64,
     parse_predict_request,
 )
@@ -145,7 +145,7 @@ def request_body(request: HttpRequest, settings: Settings) -> bytes:
     if len(body) > settings.max_body_bytes:
         raise PayloadTooLarge(f"the request body is {len(body):,} bytes; "
                               f"the limit is {settings.max_body_bytes:,} bytes")
-    return _decode_content_encoding(body, request.headers.get("content-encoding", ""),
+    return decode_content_encoding(body, request.headers.get("content-encoding", ""),
                                     settings.max_body_bytes)
 
 

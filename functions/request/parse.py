@@ -70,7 +70,7 @@ def parse_predict_request(request: HttpRequest, settings: Settings) -> PredictRe
     if len(body) > settings.max_body_bytes:
         raise PayloadTooLarge(f"the request body is {len(body):,} bytes; "
                               f"the limit is {settings.max_body_bytes:,} bytes")
-    body = _decode_content_encoding(body, request.headers.get("content-encoding", ""),
+    body = decode_content_encoding(body, request.headers.get("content-encoding", ""),
                                     settings.max_body_bytes)
     if not body:
         raise MissingImage("the request body is empty; send an image as JSON "
@@ -176,7 +176,7 @@ def _sniff_media_type(body: bytes) -> str:
                                f"object nor an image; send {_ACCEPTED_TYPES}")
 
 
-def _decode_content_encoding(body: bytes, header: str, limit: int) -> bytes:
+def decode_content_encoding(body: bytes, header: str, limit: int) -> bytes:
     codings = [c.strip().lower() for c in header.split(",") if c.strip()]
     codings = [c for c in codings if c != "identity"]
     if len(codings) > 1:
