@@ -13,6 +13,14 @@
  * maskFormat: for a segmentation model, how masks come back: 'polygon' (the function's
  *   default, smallest), 'rle', 'png' or 'float'; leave null for a classifier (the function
  *   refuses mask_format for models without masks).
+ * mode: 'https' sends to `endpoint` with wx.request / wx.uploadFile (a legal domain with
+ *   an ICP filing); 'container' calls a WeChat Cloud Run service with
+ *   wx.cloud.callContainer: no domain, no filing, and the gateway tells the service who
+ *   calls. callContainer carries 100 KB: a photo that does not fit is uploaded with
+ *   wx.cloud.uploadFile and sent by its cloud file id (the function's CLOUD_ENV).
+ * cloud: for mode 'container': env (the cloud environment id), service (the Cloud Run
+ *   service name) and path.
+ * jpegQuality: wx.compressImage's quality (0-100) for photos sent as JPEG.
  * header: extra request headers, e.g. { 'X-API-Key': '...' } when the function has
  *   API_KEYS set. A key shipped inside a mini-program is readable by anyone who unpacks it:
  *   treat it as a rate-limit handle, not a secret.
@@ -24,4 +32,7 @@ module.exports = {
   topK: 3,
   maskFormat: null,
   header: {},
+  mode: 'https',
+  cloud: { env: 'prod-your-env-id', service: 'tf-image-predict', path: '/predict' },
+  jpegQuality: 80,
 };

@@ -87,6 +87,40 @@ def test_miniprogram_against_the_real_server(demo_server, digit_files):
     assert summary.passed == declared_tests(files) >= 10, summary.output
 
 
+@pytest.mark.slow
+def test_miniprogram_through_wechat_cloud_run(demo_model, digit_files, digits, tmp_path):
+    """The container mode: callContainer through the gateway stand-in to the real function,
+    photos over 100 KB by cloud file id through the open-API stand-in (see container.test.js
+    and tests/clients/wechat_openapi.py)."""
+    from PIL import Image
+
+    from tests.clients.wechat_openapi import WechatOpenApi
+    from tests.conftest import start_server, stop_server
+
+    six = digits.x_test[int(np.flatnonzero(digits.y_test == 6)[0])]
+    big = np.asarray(Image.fromarray(six).resize((700, 700), Image.BICUBIC), np.int16)
+    noise = np.random.default_rng(6).integers(-12, 13, big.shape)
+    photo = tmp_path / "tmp_photo.jpg"
+    Image.fromarray(np.clip(big + noise, 0, 255).astype(np.uint8)).save(photo, quality=95)
+    api = WechatOpenApi(require_token=False).start()
+    server = start_server(tmp_path, {"MODEL_URI": str(demo_model.served), "LOG_FORMAT": "text",
+                                     "TRUST_WECHAT_CLOUDRUN": "true", "CLOUD_ENV": api.env,
+                                     "WECHAT_API_URL": api.url})
+    try:
+        files = [NODE_TESTS / "container.test.js"]
+        summary = run_node_tests(files, {"CONTAINER_URL": server.url, "OPENAPI_URL": api.url,
+                                         "CLOUD_ENV": api.env,
+                                         "DIGITS_DIR": str(digit_files.directory),
+                                         "PHOTO_FILE": str(photo)})
+    finally:
+        stop_server(server)
+        api.stop()
+    assert (summary.failed, summary.skipped, summary.todo) == (0, 0, 0), summary.output
+    assert summary.passed == declared_tests(files) >= 6, summary.output
+    resolved = [c for c in api.calls if c.path == "/tcb/batchdownloadfile"]
+    assert len(resolved) == 2  # the uploaded photo, and the missing file
+
+
 def test_node_tests_skip_with_a_reason_without_a_server():
     """Run by hand without the env vars, the server tests say why they did not run."""
     files = [NODE_TESTS / "server.test.js"]

@@ -50,10 +50,10 @@ function fakeCanvas(log, name) {
 }
 
 /** The page definition with a runtime just big enough to drive it. */
-function loadPage(photo, endpoint, settings = {}) {
+function loadPage(photo, endpoint, settings = {}, wxOptions = {}) {
   const log = [];
   const canvases = { '#shrink': fakeCanvas(log, 'shrink'), '#result': fakeCanvas(log, 'result') };
-  const wx = createWx({ appid: 'wx0123456789abcdef', version: '3' });
+  const wx = createWx({ appid: 'wx0123456789abcdef', version: '3', ...wxOptions });
   Object.assign(wx, {
     chooseMedia: (o) => setImmediate(() => o.success({ tempFiles: [{ tempFilePath: photo }] })),
     getImageInfo: (o) => setImmediate(() => {
@@ -79,8 +79,8 @@ function loadPage(photo, endpoint, settings = {}) {
     definition = def;
   };
   const config = require('../config');
-  Object.assign(config, { inputSize: { width: 28, height: 28 }, maskFormat: null }, settings,
-    { endpoint });
+  Object.assign(config, { inputSize: { width: 28, height: 28 }, maskFormat: null,
+    mode: 'https' }, settings, { endpoint });
   delete require.cache[require.resolve('../pages/index/index')];
   require('../pages/index/index');
   const page = Object.create(definition);

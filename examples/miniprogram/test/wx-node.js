@@ -12,6 +12,13 @@
  * - `wx.uploadFile` sends multipart/form-data: the `formData` text fields, then the file
  *   under the field `name` with the file's own base name; its `data` is always a STRING.
  * - `wx.getFileSystemManager().readFile` with encoding 'base64' gives standard base64.
+ * - `wx.cloud.callContainer` (with `gatewayUrl`): the request goes to a stand-in of Cloud
+ *   Run's gateway (test/cloudrun-gateway.js) with X-WX-SERVICE and the environment; every
+ *   status reaches `success`; a refusal of the gateway itself is a `fail`.
+ * - `wx.cloud.uploadFile` (with `storageUrl`): the file is PUT to the stand-in of WeChat's
+ *   cloud storage (tests/clients/wechat_openapi.py), which answers its `fileID`.
+ * - `wx.compressImage` hands back the same file: Node has no JPEG encoder; the call is
+ *   recorded in `sent`.
  *
  * The canvas and the UI cannot run under Node; tests feed files that are already the size
  * the canvas would produce.
@@ -27,7 +34,7 @@ const MEDIA_TYPES = { '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg', '.png': 'imag
   '.gif': 'image/gif', '.bmp': 'image/bmp' };
 
 /**
- * @param {{appid?:string, version?:string}} [options]
+ * @param {{appid?:string, version?:string, gatewayUrl?:string, storageUrl?:string}} [options]
  * @returns {object} an object with request, uploadFile and getFileSystemManager, plus
  *   `sent`: every request's method, url, headers and body byte count, for assertions
  */
@@ -142,7 +149,59 @@ function createWx(options = {}) {
     };
   }
 
-  return { request, uploadFile, getFileSystemManager, sent };
+  function callContainer(opts) {
+    const body = Buffer.from(typeof opts.data === 'string' ? opts.data
+      : JSON.stringify(opts.data === undefined ? {} : opts.data));
+    const header = { 'content-type': 'application/json', ...(opts.header || {}),
+      'x-wx-env': (opts.config && opts.config.env) || '' };
+    send('callContainer', { url: `${options.gatewayUrl}${opts.path}`,
+      method: (opts.method || 'GET').toUpperCase(), header, body, timeout: opts.timeout },
+    (err, res) => {
+      if (err || res.header['x-stand-in-gateway-refused']) {
+        const reason = err ? err.code || err.message : res.text;
+        callback(opts, 'fail', { errMsg: `cloud.callContainer:fail ${reason}` });
+        return;
+      }
+      let data = res.text;
+      try {
+        data = JSON.parse(res.text);
+      } catch (_) {
+        // left as text, as wx.request does
+      }
+      callback(opts, 'success', { statusCode: res.statusCode, data, header: res.header,
+        errMsg: 'cloud.callContainer:ok' });
+    });
+  }
+
+  function cloudUploadFile(opts) {
+    let file;
+    try {
+      file = fs.readFileSync(opts.filePath);
+    } catch (err) {
+      callback(opts, 'fail', { errMsg: `cloud.uploadFile:fail file not found ${opts.filePath}` });
+      return;
+    }
+    send('cloud.uploadFile', { url: `${options.storageUrl}/upload/${opts.cloudPath}`,
+      method: 'PUT', header: { 'content-type': 'application/octet-stream' }, body: file },
+    (err, res) => {
+      if (err || res.statusCode !== 200) {
+        callback(opts, 'fail', { errMsg: `cloud.uploadFile:fail ${err ? err.message
+          : res.statusCode}` });
+        return;
+      }
+      callback(opts, 'success', { fileID: JSON.parse(res.text).fileID, statusCode: 204,
+        errMsg: 'cloud.uploadFile:ok' });
+    });
+  }
+
+  function compressImage(opts) {
+    sent.push({ api: 'compressImage', src: opts.src, quality: opts.quality });
+    setImmediate(() => callback(opts, 'success', { tempFilePath: opts.src,
+      errMsg: 'compressImage:ok' }));
+  }
+
+  const cloud = { init() {}, callContainer, uploadFile: cloudUploadFile };
+  return { request, uploadFile, getFileSystemManager, compressImage, cloud, sent };
 }
 
 function callback(opts, kind, result) {

@@ -429,6 +429,85 @@ function createClient(config) {
   return { predictJson, predictUpload, endpoint };
 }
 
+const CONTAINER_LIMIT_BYTES = 100 * 1024;
+/** wx.cloud.callContainer carries at most 100 KB per request (WeChat Cloud Run's limit). */
+const CONTAINER_HEADROOM_BYTES = 2 * 1024;
+/** Kept free below that limit for the request line and headers the gateway counts. */
+
+/**
+ * How a photo travels through callContainer: inline base64 JSON when the body fits the
+ * limit, else by cloud file id after wx.cloud.uploadFile.
+ *
+ * @param {number} base64Length characters of the photo's base64
+ * @param {object} options the other fields of the body
+ * @param {number} [limit] bytes callContainer carries
+ * @returns {{inline: boolean, bytes: number}} bytes: the inline JSON body's size
+ */
+function containerPlan(base64Length, options = {}, limit = CONTAINER_LIMIT_BYTES) {
+  checkOptions(options);
+  const bytes = JSON.stringify({ image: '', ...options }).length + base64Length;
+  return { inline: bytes <= limit - CONTAINER_HEADROOM_BYTES, bytes };
+}
+
+/** The cloud path a photo is uploaded to: one folder per day, a name no one else picks. */
+function cloudPathFor(filePath, now = new Date(), random = Math.random) {
+  const ext = (/\.(jpe?g|png|gif|bmp)$/i.exec(filePath) || ['', 'jpg'])[1].toLowerCase();
+  const day = now.toISOString().slice(0, 10);
+  const token = Math.floor(random() * 0x100000000).toString(16).padStart(8, '0');
+  return `predict-uploads/${day}/${now.getTime()}-${token}.${ext}`;
+}
+
+/**
+ * The client for a WeChat Cloud Run service, through wx.cloud.callContainer: no domain to
+ * register, and the gateway tells the service who calls (X-WX-OPENID).
+ *
+ * @param {{env:string, service:string, path?:string, transport:object, header?:object,
+ *          timeout?:number, limit?:number}} config env: the cloud environment id;
+ *   service: the Cloud Run service name (sent as X-WX-SERVICE)
+ */
+function createContainerClient(config) {
+  const { env, service, transport } = config || {};
+  if (typeof env !== 'string' || !env || typeof service !== 'string' || !service) {
+    throw new TypeError('env and service must name the Cloud Run environment and service');
+  }
+  if (!transport || typeof transport.callContainer !== 'function') {
+    throw new TypeError('transport must have callContainer, uploadCloudFile and readFile; '
+      + 'use fromWx(wx)');
+  }
+  const path = config.path || '/predict';
+  const timeout = Math.min(config.timeout || CONTAINER_TIMEOUT_MS, CONTAINER_TIMEOUT_MS);
+  const limit = config.limit || CONTAINER_LIMIT_BYTES;
+
+  async function send(data) {
+    const reply = await transport.callContainer({
+      config: { env },
+      path,
+      method: 'POST',
+      header: { ...(config.header || {}), 'X-WX-SERVICE': service,
+        'content-type': 'application/json' },
+      data,
+      timeout,
+    });
+    return parseReply(reply.statusCode, reply.data, reply.header);
+  }
+
+  /** Inline when it fits, else uploaded; the reply, with how it was sent in `sentAs`. */
+  async function predict(filePath, options = {}) {
+    const base64 = await transport.readFile(filePath);
+    const plan = containerPlan(base64.length, options, limit);
+    if (plan.inline) {
+      return { ...(await send(jsonBody(base64, options))), sentAs: 'inline' };
+    }
+    const fileID = await transport.uploadCloudFile(filePath, cloudPathFor(filePath));
+    return { ...(await send({ image: { file_id: fileID }, ...options })), sentAs: 'file_id' };
+  }
+
+  return { predict, env, service, path };
+}
+
+const CONTAINER_TIMEOUT_MS = 15000;
+/** callContainer waits at most 15 s for an answer. */
+
 /**
  * `wx` as a promise transport. Only the calls themselves live here: no encoding.
  * A `fail` callback (no reply: DNS, TLS, timeout, a domain not on the legal list) becomes
@@ -457,6 +536,36 @@ function fromWx(wx) {
           success: (res) => resolve({ statusCode: res.statusCode, data: res.data,
             header: res.header || {} }),
           fail: (err) => reject(failed('wx.uploadFile')(err)),
+        });
+      });
+    },
+    callContainer(options) {
+      return new Promise((resolve, reject) => {
+        wx.cloud.callContainer({
+          ...options,
+          success: (res) => resolve({ statusCode: res.statusCode, data: res.data,
+            header: res.header || {} }),
+          fail: (err) => reject(failed('wx.cloud.callContainer')(err)),
+        });
+      });
+    },
+    uploadCloudFile(filePath, cloudPath) {
+      return new Promise((resolve, reject) => {
+        wx.cloud.uploadFile({
+          cloudPath,
+          filePath,
+          success: (res) => resolve(res.fileID),
+          fail: (err) => reject(failed('wx.cloud.uploadFile')(err)),
+        });
+      });
+    },
+    compressImage(src, quality) {
+      return new Promise((resolve, reject) => {
+        wx.compressImage({
+          src,
+          quality,
+          success: (res) => resolve(res.tempFilePath),
+          fail: (err) => reject(failed('wx.compressImage')(err)),
         });
       });
     },
@@ -500,7 +609,12 @@ module.exports = {
   maskRegion,
   overlayMasks,
   createClient,
+  createContainerClient,
+  containerPlan,
+  cloudPathFor,
   fromWx,
   DEFAULT_TIMEOUT_MS,
   PNG_MAX_PIXELS,
+  CONTAINER_LIMIT_BYTES,
+  CONTAINER_TIMEOUT_MS,
 };

@@ -7,7 +7,7 @@
  */
 const config = require('../../config');
 const {
-  PredictError, createClient, fromWx, shrinkPlan, describe, instancesOf, overlayMasks,
+  PredictError, createClient, createContainerClient, fromWx, shrinkPlan, describe, instancesOf, overlayMasks,
   boxOf, colorOf, frameOf,
 } = require('../../utils/predict-client');
 
@@ -29,11 +29,12 @@ Page({
   },
 
   onLoad() {
-    this.client = createClient({
-      endpoint: config.endpoint,
-      transport: fromWx(wx),
-      header: config.header,
-    });
+    this.transport = fromWx(wx);
+    this.client = config.mode === 'container'
+      ? createContainerClient({ ...config.cloud, transport: this.transport,
+        header: config.header })
+      : createClient({ endpoint: config.endpoint, transport: this.transport,
+        header: config.header });
   },
 
   onSendAsChange(event) {
@@ -49,13 +50,14 @@ Page({
       const photo = await choosePhoto();
       const info = await call(wx.getImageInfo, { src: photo });
       const plan = shrinkPlan(info.width, info.height, config.inputSize);
-      const filePath = await this.shrink(photo, plan);
+      let filePath = await this.shrink(photo, plan);
+      if (plan.fileType === 'jpg') { // wx.compressImage re-encodes JPEG only
+        filePath = await this.transport.compressImage(filePath, config.jpegQuality);
+      }
       const options = config.maskFormat ? { mask_format: config.maskFormat }
         : { top_k: config.topK };
       const started = Date.now();
-      const reply = this.data.sendAs === 'upload'
-        ? await this.client.predictUpload(filePath, options)
-        : await this.client.predictJson(filePath, options);
+      const reply = await this.send(filePath, options);
       const prediction = reply.predictions[0] || {};
       this.setData({
         label: describe(prediction),
@@ -64,8 +66,7 @@ Page({
           percent: `${(item.score * 100).toFixed(1)}%`,
         })),
         sent: `${plan.width}x${plan.height} ${plan.fileType.toUpperCase()} via `
-          + `${this.data.sendAs === 'upload' ? 'wx.uploadFile' : 'wx.request'}, `
-          + `${Date.now() - started} ms`,
+          + `${this.route(reply)}, ${Date.now() - started} ms`,
       });
       await this.drawResult(photo, info, prediction, frameOf(prediction, plan));
     } catch (err) {
@@ -74,6 +75,23 @@ Page({
     } finally {
       this.setData({ busy: false });
     }
+  },
+
+  /** Send the prepared file the configured way: callContainer, or a request to the URL. */
+  send(filePath, options) {
+    if (config.mode === 'container') {
+      return this.client.predict(filePath, options);
+    }
+    return this.data.sendAs === 'upload' ? this.client.predictUpload(filePath, options)
+      : this.client.predictJson(filePath, options);
+  },
+
+  /** How the reply's request went, for the page: "wx.request", "wx.cloud.callContainer (file id)". */
+  route(reply) {
+    if (config.mode === 'container') {
+      return `wx.cloud.callContainer (${reply.sentAs === 'file_id' ? 'file id' : 'inline'})`;
+    }
+    return this.data.sendAs === 'upload' ? 'wx.uploadFile' : 'wx.request';
   },
 
   /** Draw the photo at the planned size on the hidden canvas; export it as a temp file. */
