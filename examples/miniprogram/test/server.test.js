@@ -125,11 +125,11 @@ test('a bad option: 400 invalid_option', { skip }, async () => {
   const { client, digits } = setup();
   await assert.rejects(client.predictJson(digits[0].file, { top_k: 0 }), {
     code: 'invalid_option', status: 400,
-    message: 'top_k must be a positive whole number, got 0',
+    message: 'top_k must be a positive whole number from 1 to 1,000, got 0',
   });
   await assert.rejects(client.predictUpload(digits[0].file, { top_k: 'many' }), {
     code: 'invalid_option', status: 400,
-    message: "top_k must be a positive whole number, got 'many'",
+    message: "top_k must be a positive whole number from 1 to 1,000, got 'many'",
   });
 });
 
