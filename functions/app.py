@@ -26,7 +26,7 @@ from functions.config import Settings
 from functions.errors import INTERNAL, MethodNotAllowed, NotFound, ServiceError, render
 from functions.httpio import HttpRequest, HttpResponse
 from functions.loader import LoadedModel
-from functions.protocols import Answered, Context, simple, tfserving, v2
+from functions.protocols import Answered, Context, error_json, simple, tfserving, v2
 from functions.spans import Spans
 
 log = logging.getLogger("functions")
@@ -61,8 +61,13 @@ class App:
         self.spans = Spans(self.settings.otel_traces_exporter)
         self._openapi: bytes | None = None
 
-    def handle(self, request: HttpRequest) -> HttpResponse:
-        """Answer one request; log one line about it; never raise."""
+    def handle(self, request: HttpRequest, refused: ServiceError | None = None
+               ) -> HttpResponse:
+        """Answer one request; log one line about it; never raise.
+
+        ``refused``: the binding has already refused the request (its body is over
+        MAX_BODY_BYTES, say); it is answered in the shape of the route it was sent to.
+        """
         started = time.monotonic()
         rid = _request_id(request.headers.get("x-request-id", ""))
         token = logs.request_id.set(rid)
@@ -72,6 +77,8 @@ class App:
         code = None
         with self.spans.request(request.method) as span:
             try:
+                if refused is not None:
+                    raise _shaped(request.path, refused)
                 response = self._route(request)
             except ServiceError as exc:
                 response, code = _error_response(exc), exc.code
@@ -185,6 +192,13 @@ def _request_id(given: str) -> str:
     if REQUEST_ID.match(given):
         return given
     return uuid.uuid4().hex
+
+
+def _shaped(path: str, error: ServiceError) -> ServiceError:
+    """The error as the protocol served at ``path`` writes it (TF Serving, v2), else as is."""
+    if path.startswith(tfserving.PREFIX) or path == "/v2" or path.startswith("/v2/"):
+        return Answered(error, error_json(error))
+    return error
 
 
 def _error_response(error: ServiceError) -> HttpResponse:

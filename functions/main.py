@@ -31,24 +31,26 @@ def predict(request: flask.Request) -> flask.Response:
     except ConfigError:
         return _flask(render(MISCONFIGURED))
     limit = app.settings.max_body_bytes
+    refused = None
     if request.content_length is not None and request.content_length > limit:
-        return _flask(_too_large(request.content_length, limit))
-    body = request.stream.read(limit + 1)
-    if len(body) > limit:
-        return _flask(_too_large(None, limit))
+        refused, body = _too_large(request.content_length, limit), b""
+    else:
+        body = request.stream.read(limit + 1)
+        if len(body) > limit:
+            refused, body = _too_large(None, limit), b""
     return _flask(app.handle(HttpRequest(
         method=request.method,
         path=request.path,
         headers=Headers(dict(request.headers)),
         body=body,
         query=request.args.to_dict(flat=True),
-    )))
+    ), refused))
 
 
-def _too_large(size: int | None, limit: int) -> HttpResponse:
+def _too_large(size: int | None, limit: int) -> PayloadTooLarge:
     said = f"{size} bytes" if size is not None else "more than that"
-    return render(PayloadTooLarge(f"request body is {said}; the limit is {limit} bytes "
-                                  "(MAX_BODY_BYTES)", headers={"Connection": "close"}))
+    return PayloadTooLarge(f"request body is {said}; the limit is {limit} bytes "
+                           "(MAX_BODY_BYTES)", headers={"Connection": "close"})
 
 
 def _flask(response: HttpResponse) -> flask.Response:

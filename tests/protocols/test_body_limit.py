@@ -1,0 +1,40 @@
+"""A body over MAX_BODY_BYTES is refused by the functions-framework binding before it is
+read, and answered in the shape of the protocol it was sent to.
+
+In process through functions-framework's own Flask app (no model is loaded: the refusal
+comes first).
+"""
+
+from __future__ import annotations
+
+import functions_framework
+import pytest
+
+from functions import main
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def client(monkeypatch):
+    monkeypatch.setenv("MAX_BODY_BYTES", "1000")
+    monkeypatch.setenv("PRELOAD", "false")
+    monkeypatch.setenv("LOG_LEVEL", "ERROR")
+    main._app.forget()
+    app = functions_framework.create_app(target="predict", source=str(ROOT / "main.py"))
+    yield app.test_client()
+    main._app.forget()
+
+
+@pytest.mark.parametrize("path", ["/v1/models/digits:predict", "/v2/models/digits/infer"])
+def test_protocol_paths_get_their_own_error_shape(client, path):
+    response = client.post(path, data=b"x" * 5000, content_type="application/json")
+    assert response.status_code == 413
+    assert response.get_json() == {"error": "request body is 5000 bytes; the limit is 1000 "
+                                            "bytes (MAX_BODY_BYTES)"}
+    assert response.headers["Connection"] == "close"
+
+
+def test_the_native_api_gets_its_error_object(client):
+    response = client.post("/", data=b"x" * 5000, content_type="image/png")
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "payload_too_large"
