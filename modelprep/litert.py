@@ -26,6 +26,11 @@ same images, the original through the in-graph preprocessing (as the prepared
 model runs it), LiteRT through the Python one (as the function runs it); it
 reports per output the argmax agreement and the max error, and how far the two
 preprocessings are apart.
+
+A prepared model whose inputs are all numbers (quantized pixels and plain tensors,
+as the segmentation demo's Mask R-CNN contract) has no decoding to leave out: its
+flavours are the *prepared* signature itself, verified against the prepared
+SavedModel on the function's own tensors (`modelprep.litert_tensors`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from functions.backends.litert_files import is_tensor_fed
 from modelmeta import (
     LITERT_DIR,
     LITERT_FLAVOURS,
@@ -107,6 +113,8 @@ class LiteRTExport:
     report: LiteRTReport | None = None
     """The comparison with the original, unless `LiteRTOptions.verify` was off."""
     notes: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+    """Flavours that did not convert, with the reason (none of their files is left)."""
 
     @property
     def failed(self) -> tuple[str, ...]:
@@ -127,18 +135,21 @@ class LiteRTExport:
     def format(self) -> str:
         lines = []
         for f in self.files:
-            pixels = f.metadata.inputs[0]
-            q = pixels.quantization
-            quant = f" scale {q.scale:.6g} zero point {q.zero_point}" if q else ""
-            lines.append(f"{f.flavour:6s} {f.model}  {f.size_bytes:,} bytes; input "
-                         f"{pixels.name!r} {pixels.dtype}{list(pixels.shape)}{quant}")
+            ins = []
+            for spec in f.metadata.inputs:
+                q = spec.quantization
+                quant = f" scale {q.scale:.6g} zero point {q.zero_point}" if q else ""
+                ins.append(f"{spec.name!r} {spec.dtype}{list(spec.shape)}{quant}")
+            lines.append(f"{f.flavour:6s} {f.model}  {f.size_bytes:,} bytes; "
+                         f"input{'s' if len(ins) > 1 else ''} {', '.join(ins)}")
             for o in f.metadata.outputs:
                 oq = o.quantization
                 quant = f" scale {oq.scale:.6g} zero point {oq.zero_point}" if oq else ""
                 lines.append(f"       output {o.name!r} ({o.role}) {o.dtype}{list(o.shape)}"
                              f"{quant}")
-        if self.calibration:
+        if self.calibration and any(f.flavour == "int8" for f in self.files):
             lines.append(f"int8 calibrated on {self.calibration}")
+        lines.extend(f"{flavour:6s} not exported: {why}" for flavour, why in self.skipped)
         lines.extend(self.notes)
         lines.append(f"done in {self.seconds:.1f} s")
         if self.report is not None:
@@ -161,12 +172,16 @@ def export_litert(prepared: str | Path, options: LiteRTOptions | None = None,
     started = time.monotonic()
     prepared = Path(prepared)
     served = _load_prepared(prepared)
+    if options.count < 1:
+        raise ModelprepError(f"calibration image count must be at least 1, got {options.count}")
+    if is_tensor_fed(served):  # Mask R-CNN and the like: the prepared signature itself
+        from modelprep.litert_tensors import export_tensor_flavours
+
+        return export_tensor_flavours(prepared, served, options, progress, warn)
     image = _image_spec(served)
     original = Path(options.original) if options.original else _original_path(served)
     out = Path(options.out) if options.out else prepared / LITERT_DIR
     flavours = _check_flavours(options.flavours)
-    if options.count < 1:
-        raise ModelprepError(f"calibration image count must be at least 1, got {options.count}")
 
     import tensorflow as tf
 
@@ -224,7 +239,8 @@ def _record_verification(file: FlavourFile, report: LiteRTReport | None) -> Flav
         verified, detail = False, "not verified (exported with --no-verify)"
     else:
         flavour = next(f for f in report.flavours if f.flavour == file.flavour)
-        verified = flavour.passed and report.preprocessing.passed
+        verified = flavour.passed and (report.preprocessing is None
+                                       or report.preprocessing.passed)
         problems = [p for p in report.failures()
                     if p.startswith((f"{file.flavour} ", "preprocessing"))]
         detail = (f"{report.images} images ({report.description}): "
@@ -285,6 +301,8 @@ class OutputAgreement:
     """Share of items (or pixels) whose argmax over the last axis is the same."""
     error_limit: float
     argmax_limit: float
+    agreement_kind: str = "argmax"
+    """What `argmax_agreement` counts: ``argmax``, or for masks ``same side of 0.5``."""
 
     @property
     def passed(self) -> bool:
@@ -333,19 +351,21 @@ class PreprocessAgreement:
 class LiteRTReport:
     images: int
     description: str
-    preprocessing: PreprocessAgreement
+    preprocessing: PreprocessAgreement | None
+    """None for tensor-fed flavours: both sides get the function's own tensors."""
     flavours: tuple[FlavourReport, ...]
     seconds: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def passed(self) -> bool:
-        return self.preprocessing.passed and all(f.passed for f in self.flavours)
+        return ((self.preprocessing is None or self.preprocessing.passed)
+                and all(f.passed for f in self.flavours))
 
     def failures(self) -> list[str]:
         problems = []
         p = self.preprocessing
-        if not p.passed:
+        if p is not None and not p.passed:
             problems.append(f"preprocessing: Python and graph pixels differ by up to "
                             f"{p.max_pixel_error:.4g} (limit {p.limit:.4g})")
         for f in self.flavours:
@@ -354,7 +374,7 @@ class LiteRTReport:
                     problems.append(f"{f.flavour} {o.name}: max error {o.max_abs_error:.4g} > "
                                     f"{o.error_limit:.4g}")
                 if o.argmax_agreement is not None and o.argmax_agreement < o.argmax_limit:
-                    problems.append(f"{f.flavour} {o.name}: argmax agrees on "
+                    problems.append(f"{f.flavour} {o.name}: {o.agreement_kind} agrees on "
                                     f"{o.argmax_agreement:.2%} < {o.argmax_limit:.2%}")
         return problems
 
@@ -365,15 +385,17 @@ class LiteRTReport:
 
     def format(self) -> str:
         p = self.preprocessing
-        lines = [f"{self.images} images: {self.description}",
-                 f"preprocessing  Python vs graph: {p.identical}/{p.images} images identical, "
-                 f"max {p.max_pixel_error:.4g} pixel units (limit {p.limit:.4g}), "
-                 f"{p.max_value_error:.3g} in model units  "
-                 f"{'ok' if p.passed else 'FAIL'}"]
+        lines = [f"{self.images} images: {self.description}"]
+        if p is not None:
+            lines.append(f"preprocessing  Python vs graph: {p.identical}/{p.images} images "
+                         f"identical, max {p.max_pixel_error:.4g} pixel units (limit "
+                         f"{p.limit:.4g}), {p.max_value_error:.3g} in model units  "
+                         f"{'ok' if p.passed else 'FAIL'}")
         for f in self.flavours:
             for o in f.outputs:
                 agree = ("" if o.argmax_agreement is None
-                         else f"argmax {o.argmax_agreement:.2%} (>= {o.argmax_limit:.0%}), ")
+                         else f"{o.agreement_kind} {o.argmax_agreement:.2%} "
+                              f"(>= {o.argmax_limit:.0%}), ")
                 lines.append(f"{f.flavour:6s} {o.name} ({o.role}): {agree}max error "
                              f"{o.max_abs_error:.3g} (limit {o.error_limit:.3g}), mean "
                              f"{o.mean_abs_error:.3g}  {'ok' if o.passed else 'FAIL'}")
@@ -391,8 +413,16 @@ def verify_litert(original: str | Path | None, prepared: str | Path, *,
 
     ``original`` defaults to the path the prepared model's metadata records;
     ``litert_dir`` to ``<prepared>/litert``. Images are a folder, or generated
-    (the held-out digits for a 28x28 gray input, else synthetic).
+    (the held-out digits for a 28x28 gray input, else synthetic). Tensor-fed flavours
+    are compared with the prepared SavedModel instead (``original`` is not used; see
+    `modelprep.litert_tensors`).
     """
+    if is_tensor_fed(_load_prepared(Path(prepared))):
+        from modelprep.litert_tensors import verify_tensor_flavours
+
+        return verify_tensor_flavours(prepared, images=images, samples=samples, count=count,
+                                      seed=seed, flavours=flavours, litert_dir=litert_dir,
+                                      tolerances=tolerances)
     import tensorflow as tf
 
     from functions import pixels as py

@@ -1,13 +1,21 @@
 """Run a prepared model's LiteRT flavour: no TensorFlow, a zip-sized function.
 
 TensorFlow takes seconds to import and over a gigabyte to install; the LiteRT
-runtime (``ai-edge-litert``) imports in a tenth of a second. The ``.tflite``
-model is the *original* model, without the wrapped graph's image layers, so
-this backend decodes, resizes and normalises the client's images itself with
-`functions.pixels` (the graph's steps, repeated in Pillow and numpy),
-quantizes them for an int8 flavour, and dequantizes int8 outputs. It answers
-with the source model's output names in float32, as the in-process backend
-does, so `functions.answers` treats both alike.
+runtime (``ai-edge-litert``) imports in a tenth of a second. A flavour comes in one
+of two forms (`functions.backends.litert_files` finds and checks them):
+
+* **pixels-fed** (`LiteRTModel`): the *original* model, without the wrapped graph's
+  image layers, so this backend decodes, resizes and normalises the client's images
+  itself with `functions.pixels` (the graph's steps, repeated in Pillow and numpy),
+  quantizes them for an int8 flavour, and dequantizes int8 outputs. It answers with
+  the source model's output names in float32, as the in-process backend does, so
+  `functions.answers` treats both alike.
+* **tensor-fed** (`LiteRTTensorModel`): the prepared SavedModel itself, converted,
+  for models whose inputs are all numbers (Mask R-CNN: int8 pixels, image meta,
+  anchors). Its metadata declares the SavedModel's inputs and outputs, so the
+  function's feed (`functions.feed`) builds the same tensors as for the SavedModel,
+  this backend passes them to the interpreter unchanged, and the answers (uint8
+  masks included) are read as the in-process ones are.
 
 One interpreter per process, reused by every request and guarded by a lock
 (a LiteRT interpreter is not safe to call from two threads at once); decoding
@@ -15,10 +23,9 @@ happens outside the lock, so concurrent requests overlap there. Items of a
 batch run one at a time at batch size 1, the size the interpreter was
 allocated for, so no request pays for re-allocating tensors.
 
-A flavour whose metadata says it missed its tolerance against the original
-(``verified: false``, written by ``modelprep litert``) is not served: the backend
-is not ready, with the reason, unless ``LITERT_ALLOW_UNVERIFIED=true`` (then it
-logs a warning).
+A flavour whose metadata says it missed its tolerance (``verified: false``, written
+by ``modelprep litert``) is not served: the backend is not ready, with the reason,
+unless ``LITERT_ALLOW_UNVERIFIED=true`` (then it logs a warning).
 """
 
 from __future__ import annotations
@@ -26,95 +33,37 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from functions import pixels
+from functions.backends.litert_files import (
+    check_verified,
+    find_model,
+    is_tensor_fed,
+    load_metadata,
+)
 from functions.errors import ModelNotReady, ServiceError
 from functions.quantization import dequantize, to_input_dtype
-from modelmeta import (
-    LITERT_DIR,
-    InputSpec,
-    MetadataError,
-    ModelMetadata,
-    OutputSpec,
-    litert_files,
-)
+from modelmeta import InputSpec, ModelMetadata, OutputSpec
 
 log = logging.getLogger(__name__)
-
-ALLOW_UNVERIFIED = "LITERT_ALLOW_UNVERIFIED"
-"""Set to true to serve a flavour whose metadata says ``verified: false``."""
 
 IMAGE_INPUT = "image_bytes"
 """The name the function feeds encoded images under, as for a wrapped SavedModel."""
 
 
-@dataclass(frozen=True)
-class LiteRTFiles:
-    model: Path
-    metadata: Path
-
-
-def find_model(model_uri: str | Path, flavour: str) -> LiteRTFiles:
-    """Where the flavour is, from MODEL_URI: a ``.tflite`` file, a directory holding
-    ``model_<flavour>.tflite``, or a prepared model directory holding ``litert/``."""
-    path = Path(model_uri)
-    model_name, metadata_name = litert_files(flavour)
-    if path.suffix == ".tflite":
-        candidates = [path]
-    else:
-        candidates = [path / model_name, path / LITERT_DIR / model_name]
-    for model in candidates:
-        if model.is_file():
-            metadata = model.with_name(metadata_name) if model.name == model_name \
-                else model.with_suffix(".json")
-            return LiteRTFiles(model, metadata)
-    looked = " or ".join(str(c) for c in candidates)
-    raise ModelNotReady(f"no LiteRT model at {looked}; export it with `modelprep litert "
-                        "<prepared model dir>` and set MODEL_URI to the .tflite file or its "
-                        "directory")
-
-
-def load_metadata(path: Path) -> ModelMetadata:
-    """The flavour's own metadata: its ``pixels`` input and its outputs, quantized or not."""
-    try:
-        metadata = ModelMetadata.from_json(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ModelNotReady(f"no metadata at {path} beside the LiteRT model; export it with "
-                            "`modelprep litert`") from exc
-    except MetadataError as exc:
-        raise ModelNotReady(f"LiteRT metadata {path} is unusable: {exc}") from exc
-    pixel_inputs = [spec for spec in metadata.inputs if spec.kind == "pixels"]
-    if len(metadata.inputs) != 1 or not pixel_inputs:
-        raise ModelNotReady(f"LiteRT metadata {path} must describe exactly one input of kind "
-                            f"'pixels'; it has {[(s.name, s.kind) for s in metadata.inputs]}")
-    return metadata
-
-
 class LiteRTModel:
-    """A ``.tflite`` model and its metadata: normalised pixels in, float outputs out."""
+    """A pixels-fed ``.tflite`` model and its metadata: normalised pixels in, float
+    outputs out."""
 
     def __init__(self, model_path: str | Path, metadata: ModelMetadata,
                  threads: int | None = None) -> None:
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError as exc:
-            raise ModelNotReady("BACKEND=litert needs the ai-edge-litert package "
-                                "(pip install ai-edge-litert)") from exc
         self.metadata = metadata
         self.input: InputSpec = metadata.inputs[0]
-        threads = threads or min(4, len(os.sched_getaffinity(0)))
-        try:
-            self._interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
-            runner = self._interpreter.get_signature_runner(metadata.signature)
-            inputs, outputs = runner.get_input_details(), runner.get_output_details()
-            del runner  # the interpreter refuses to resize while anything holds a reference
-        except (ValueError, RuntimeError) as exc:
-            raise ModelNotReady(f"cannot load the LiteRT model {model_path}: "
-                                f"{str(exc).strip().splitlines()[0][:300]}") from exc
+        self._interpreter, inputs, outputs = _open(model_path, metadata.signature, threads)
         self._input_index = _check_tensor(model_path, self.input, inputs)
         self._output_index = {spec.name: _check_tensor(model_path, spec, outputs)
                               for spec in metadata.outputs}
@@ -145,19 +94,101 @@ class LiteRTModel:
         return self.run(batch.reshape(len(encoded), *self.item_shape[1:]))
 
 
+class LiteRTTensorModel:
+    """A tensor-fed ``.tflite`` model: the prepared SavedModel's own inputs in (quantized
+    pixels, plain tensors), its own outputs out, dtypes and all.
+
+    The interpreter is allocated for one item; an input whose metadata leaves a size
+    open (``-1`` past the batch) is resized when a request brings another size, which
+    re-allocates the interpreter's tensors once for that size.
+    """
+
+    def __init__(self, model_path: str | Path, metadata: ModelMetadata,
+                 threads: int | None = None) -> None:
+        self.metadata = metadata
+        self._model_path = model_path
+        self._interpreter, inputs, outputs = _open(model_path, metadata.signature, threads)
+        self._input_index = {spec.name: _check_plain(model_path, spec, inputs)
+                             for spec in metadata.inputs}
+        self._output_index = {spec.name: _check_plain(model_path, spec, outputs)
+                              for spec in metadata.outputs}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._lock = threading.Lock()
+        known = {spec.name: (1, *spec.shape[1:]) for spec in metadata.inputs}
+        if all(d > 0 for shape in known.values() for d in shape):
+            with self._lock:
+                self._allocate(known)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The SavedModel's inputs for a batch (the batch first) to its outputs per name."""
+        feed = {spec.name: self._fed(spec, inputs) for spec in self.metadata.inputs}
+        sizes = {len(value) for value in feed.values()}
+        if len(sizes) != 1:
+            raise ServiceError(f"the LiteRT model's inputs disagree on the batch size: "
+                               f"{ {name: len(value) for name, value in feed.items()} }")
+        (size,) = sizes
+        rows: dict[str, list[np.ndarray]] = {name: [] for name in self._output_index}
+        with self._lock:
+            for i in range(size):
+                items = {name: np.ascontiguousarray(value[i:i + 1])
+                         for name, value in feed.items()}
+                self._allocate({name: item.shape for name, item in items.items()})
+                for name, item in items.items():
+                    self._interpreter.set_tensor(self._input_index[name], item)
+                try:
+                    self._interpreter.invoke()
+                except RuntimeError as exc:
+                    log.error("LiteRT model %s failed: %s", self._model_path,
+                              str(exc).strip()[:500])
+                    raise ServiceError("the model failed on this request") from exc
+                for name, index in self._output_index.items():
+                    rows[name].append(self._interpreter.get_tensor(index))
+        return {name: np.concatenate(values) for name, values in rows.items()}
+
+    def _fed(self, spec: InputSpec, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        if spec.name not in inputs:
+            raise ServiceError(f"the LiteRT model takes {[s.name for s in self.metadata.inputs]}"
+                               f", got {sorted(inputs)}")
+        value = np.asarray(inputs[spec.name])
+        if value.dtype != np.dtype(spec.dtype) or value.ndim != len(spec.shape) or any(
+                want > 0 and got != want for got, want in zip(value.shape[1:], spec.shape[1:],
+                                                             strict=True)):
+            raise ServiceError(f"the LiteRT model's input {spec.name!r} takes {spec.dtype}"
+                               f"{list(spec.shape)}, got {value.dtype.name}{list(value.shape)}")
+        return value
+
+    def _allocate(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Size the interpreter's inputs for one item of these shapes (under the lock)."""
+        if shapes == self._shapes:
+            return
+        for name, shape in shapes.items():
+            self._interpreter.resize_tensor_input(self._input_index[name], list(shape),
+                                                  strict=False)
+        self._interpreter.allocate_tensors()
+        self._shapes = dict(shapes)
+
+
 class LiteRTBackend:
-    """The function's backend over `LiteRTModel`, fed encoded images like a wrapped model."""
+    """The function's backend over a LiteRT flavour: fed encoded images like a wrapped
+    model (pixels-fed), or the SavedModel's own tensors (tensor-fed)."""
 
     def __init__(self, model_uri: str | Path, flavour: str = "float",
                  allow_unverified: bool = False) -> None:
         files = find_model(model_uri, flavour)
         flavour_metadata = load_metadata(files.metadata)
         check_verified(flavour, files.model, flavour_metadata, allow_unverified)
-        self.model = LiteRTModel(files.model, flavour_metadata)
-        self.metadata = service_metadata(flavour_metadata)
+        self.model: LiteRTModel | LiteRTTensorModel
+        if is_tensor_fed(flavour_metadata):
+            self.model = LiteRTTensorModel(files.model, flavour_metadata)
+            self.metadata = flavour_metadata
+        else:
+            self.model = LiteRTModel(files.model, flavour_metadata)
+            self.metadata = service_metadata(flavour_metadata)
         log.info("LiteRT %s model %s loaded", flavour, files.model)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if isinstance(self.model, LiteRTTensorModel):
+            return self.model.run(inputs)
         try:
             encoded = [bytes(item) for item in inputs[IMAGE_INPUT]]
         except KeyError as exc:
@@ -166,29 +197,24 @@ class LiteRTBackend:
         return self.model.predict_images(encoded)
 
 
-def check_verified(flavour: str, model: Path, metadata: ModelMetadata,
-                   allow_unverified: bool) -> None:
-    """Refuse a flavour whose metadata says it missed its tolerance against the original
-    (``source.verified: false``, written by ``modelprep litert``): an int8 model
-    calibrated on the wrong images answers confidently and wrongly. With
-    `allow_unverified` it is served, with a warning in the log; a flavour exported
-    before modelprep recorded the verdict is served with a warning too."""
-    verified = metadata.source.get("verified")
-    detail = metadata.source.get("verification") or "no detail recorded"
-    if verified is True:
-        return
-    if verified is None:
-        log.warning("LiteRT %s model %s carries no verification verdict (exported by an "
-                    "older modelprep); `modelprep litert` checks it against the original",
-                    flavour, model)
-        return
-    if not allow_unverified:
-        raise ModelNotReady(f"the LiteRT {flavour} model {model} is not verified against the "
-                            f"original model ({detail}); export it again with `modelprep "
-                            f"litert` (for int8, --images DIR of representative photos), or "
-                            f"set {ALLOW_UNVERIFIED}=true to serve it anyway")
-    log.warning("serving the LiteRT %s model %s although it is not verified against the "
-                "original (%s), because %s=true", flavour, model, detail, ALLOW_UNVERIFIED)
+def _open(model_path: str | Path, signature: str,
+          threads: int | None) -> tuple[Any, dict[str, dict], dict[str, dict]]:
+    """The interpreter, and its signature's input and output details by name."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as exc:
+        raise ModelNotReady("BACKEND=litert needs the ai-edge-litert package "
+                            "(pip install ai-edge-litert)") from exc
+    threads = threads or min(4, len(os.sched_getaffinity(0)))
+    try:
+        interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
+        runner = interpreter.get_signature_runner(signature)
+        inputs, outputs = runner.get_input_details(), runner.get_output_details()
+        del runner  # the interpreter refuses to resize while anything holds a reference
+    except (ValueError, RuntimeError) as exc:
+        raise ModelNotReady(f"cannot load the LiteRT model {model_path}: "
+                            f"{str(exc).strip().splitlines()[0][:300]}") from exc
+    return interpreter, inputs, outputs
 
 
 def service_metadata(flavour: ModelMetadata) -> ModelMetadata:
@@ -224,6 +250,28 @@ def _check_tensor(model_path: str | Path, spec: InputSpec | OutputSpec,
         raise ModelNotReady(f"LiteRT model {model_path}: tensor {spec.name!r} is {dtype} "
                             f"(scale {scale}, zero point {zero_point}) but its metadata says "
                             f"{said}; export the flavour again")
+    return int(detail["index"])
+
+
+def _check_plain(model_path: str | Path, spec: InputSpec | OutputSpec,
+                 details: dict[str, dict]) -> int:
+    """The index of a tensor-fed flavour's tensor, once it has the metadata's dtype, a
+    known rank and the metadata's fixed sizes. Its quantization, if the metadata gives
+    one, happens inside the graph (as in the SavedModel), so the tensor itself has none."""
+    if spec.name not in details:
+        raise ModelNotReady(f"LiteRT model {model_path} has no tensor {spec.name!r} in its "
+                            f"signature; it has {sorted(details)}")
+    detail = details[spec.name]
+    dtype = np.dtype(detail["dtype"]).name
+    shape = tuple(int(d) for d in detail["shape_signature"])
+    scale, _zero_point = detail["quantization"]
+    fits = len(shape) == len(spec.shape) and all(
+        a < 0 or b < 0 or a == b for a, b in zip(shape[1:], spec.shape[1:], strict=True))
+    if dtype != spec.dtype or scale != 0.0 or not fits:
+        quantized = f" (quantized, scale {scale})" if scale else ""
+        raise ModelNotReady(f"LiteRT model {model_path}: tensor {spec.name!r} is {dtype}"
+                            f"{list(shape)}{quantized} but its metadata says {spec.dtype}"
+                            f"{list(spec.shape)}; export the flavour again")
     return int(detail["index"])
 
 

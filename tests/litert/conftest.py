@@ -13,3 +13,17 @@ def litert_export(demo_model, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("litert") / "litert"
     return export_litert(demo_model.served, LiteRTOptions(out=out))
+
+
+@pytest.fixture(scope="session")
+def tensor_fed(tmp_path_factory):
+    """A tiny model with Mask R-CNN's input contract (`tests.litert.tensor_model`),
+    prepared, and its LiteRT flavours exported: float and int8, both verified."""
+    from modelprep.litert import LiteRTOptions, export_litert
+    from tests.litert import tensor_model
+
+    base = tmp_path_factory.mktemp("tensor-fed")
+    tensor_model.build(base / "served")
+    export = export_litert(base / "served", LiteRTOptions(out=base / "litert", count=20,
+                                                          verify_count=16))
+    return base / "served", export
