@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools demo serve browser test test-fast test-pythons lint bench clean rehearse
+.PHONY: install tools node-deps demo serve browser test test-fast test-pythons lint bench clean rehearse
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ $(TOOLS)/.installed: requirements-tools.lock
 
 install: $(STAMP)
 
+# The mini-program sample's checking tools (TypeScript, miniprogram-api-typings), pinned by
+# examples/miniprogram/package-lock.json, from the npm registry.
+MINIPROGRAM := examples/miniprogram
+$(MINIPROGRAM)/node_modules/.package-lock.json: $(MINIPROGRAM)/package.json $(MINIPROGRAM)/package-lock.json
+	cd $(MINIPROGRAM) && npm ci --no-audit --no-fund
+
+node-deps: $(MINIPROGRAM)/node_modules/.package-lock.json
+
 tools: $(TOOLS)/.installed
 
 demo: install
@@ -56,7 +64,7 @@ lint: install
 browser:
 	bash examples/ci/install-chromium.sh || echo "chromium not installed: the browser tests will skip"
 
-test: lint browser tools
+test: lint browser tools node-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The deploy rehearsals alone (also part of `make test`): Cloud Functions from the committed

@@ -121,6 +121,45 @@ def test_miniprogram_through_wechat_cloud_run(demo_model, digit_files, digits, t
     assert len(resolved) == 2  # the uploaded photo, and the missing file
 
 
+def typescript() -> Path:
+    """The sample's own tsc (``npm ci`` in examples/miniprogram, as `make test` runs it)."""
+    tsc = MINIPROGRAM / "node_modules" / ".bin" / "tsc"
+    if not tsc.exists():
+        pytest.skip("examples/miniprogram/node_modules is missing: run `make node-deps` "
+                    "(npm ci) for TypeScript and miniprogram-api-typings")
+    return tsc
+
+
+def test_sample_type_checks_against_wechat_typings():
+    result = subprocess.run([str(typescript()), "-p", "jsconfig.json"], cwd=MINIPROGRAM,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("wrong, message", [
+    ("wx.compressImage({", "Property 'compressImag' does not exist on type 'Wx'"),
+    ("          quality,\n", "is not assignable to type 'number'"),
+])
+def test_type_check_catches_a_misspelt_wx_api_or_a_wrong_option(tmp_path, wrong, message):
+    """The check is real: the request module with a wx API misspelt, or an option of the
+    wrong type (wx.compressImage's quality as text), fails."""
+    source = (MINIPROGRAM / "utils" / "predict-client.js").read_text()
+    if wrong.startswith("wx."):
+        broken = source.replace(wrong, "wx.compressImag({", 1)
+    else:
+        broken = source.replace("          quality,\n", "          quality: 'high',\n", 1)
+    assert broken != source
+    (tmp_path / "predict-client.js").write_text(broken)
+    config = json.loads((MINIPROGRAM / "jsconfig.json").read_text())
+    config["compilerOptions"]["typeRoots"] = [str(MINIPROGRAM / "node_modules")]
+    config["include"] = ["predict-client.js"]
+    (tmp_path / "jsconfig.json").write_text(json.dumps(config))
+    result = subprocess.run([str(typescript()), "-p", "jsconfig.json"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert message in result.stdout, result.stdout
+
+
 def test_node_tests_skip_with_a_reason_without_a_server():
     """Run by hand without the env vars, the server tests say why they did not run."""
     files = [NODE_TESTS / "server.test.js"]

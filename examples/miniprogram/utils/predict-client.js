@@ -512,6 +512,9 @@ const CONTAINER_TIMEOUT_MS = 15000;
  * `wx` as a promise transport. Only the calls themselves live here: no encoding.
  * A `fail` callback (no reply: DNS, TLS, timeout, a domain not on the legal list) becomes
  * a `PredictError` with code 'network' and WeChat's own errMsg.
+ *
+ * @param {WechatMiniprogram.Wx} wx the runtime's `wx` (typed by miniprogram-api-typings, so
+ *   `tsc --checkJs` catches a misspelt API or option)
  */
 function fromWx(wx) {
   const failed = (what) => (err) => new PredictError('network',
@@ -533,8 +536,9 @@ function fromWx(wx) {
       return new Promise((resolve, reject) => {
         wx.uploadFile({
           ...options,
+          // WeChat documents no response headers for uploadFile; some clients pass them.
           success: (res) => resolve({ statusCode: res.statusCode, data: res.data,
-            header: res.header || {} }),
+            header: /** @type {any} */ (res).header || {} }),
           fail: (err) => reject(failed('wx.uploadFile')(err)),
         });
       });

@@ -28,6 +28,10 @@ Page({
     resultHeight: 0,
   },
 
+  /** The wx calls as promises, and the client over them: set in onLoad. */
+  transport: /** @type {any} */ (null),
+  client: /** @type {any} */ (null),
+
   onLoad() {
     this.transport = fromWx(wx);
     this.client = config.mode === 'container'
@@ -86,7 +90,7 @@ Page({
       : this.client.predictJson(filePath, options);
   },
 
-  /** How the reply's request went, for the page: "wx.request", "wx.cloud.callContainer (file id)". */
+  /** How the reply's request went: "wx.request", "wx.cloud.callContainer (file id)"... */
   route(reply) {
     if (config.mode === 'container') {
       return `wx.cloud.callContainer (${reply.sentAs === 'file_id' ? 'file id' : 'inline'})`;
