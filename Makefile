@@ -54,8 +54,7 @@ demo: install
 	$(BIN)/modelprep demo
 
 serve: demo
-	DEMO_PAGE=$${DEMO_PAGE:-true} $(BIN)/functions-framework --target predict \
-		--host $(HOST) --port $(PORT)
+	DEMO_PAGE=$${DEMO_PAGE:-true} $(BIN)/python -m functions.serving --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .

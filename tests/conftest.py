@@ -64,14 +64,13 @@ class Server:
 
 def start_server(tmp: Path, env: dict[str, str], ready_status: int = 200,
                  timeout: float = 120) -> Server:
-    """Start `functions-framework` exactly as the README does, on a free loopback port."""
+    """Start the function's server exactly as `make serve` does (`python -m functions.serving`:
+    gunicorn as the project configures it), on a free loopback port."""
     port = free_port()
     log = tmp / f"server-{port}.log"
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **env}
-    bin_dir = Path(sys.executable).parent
     process = subprocess.Popen(
-        [str(bin_dir / "functions-framework"), "--target", "predict", "--host", "127.0.0.1",
-         "--port", str(port)],
+        [sys.executable, "-m", "functions.serving", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT, env=full_env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", process, log)
     deadline = time.monotonic() + timeout
@@ -79,10 +78,10 @@ def start_server(tmp: Path, env: dict[str, str], ready_status: int = 200,
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
         try:
-            if server.get("/healthz", timeout=2).status_code == ready_status:
+            if server.get("/healthz", timeout=10).status_code == ready_status:
                 return server
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or its one worker busy importing TensorFlow
         time.sleep(0.2)
     stop_server(server)
     raise RuntimeError(f"server not ready in {timeout} s:\n{log.read_text()}")

@@ -13,7 +13,7 @@ differs from functions-framework's own gunicorn:
   every other request. Header fields keep gunicorn's limits (100 fields of 8190 bytes).
 * the worker is `functions.serving.worker.BufferingWorker`: requests are read whole in
   the event loop before a thread is taken, within REQUEST_READ_TIMEOUT.
-* after each request, a worker over WORKER_MAX_RSS_MB is replaced (`memory`).
+* after each POST, a worker over WORKER_MAX_RSS_MB is replaced (`memory`).
 * the app is imported once in the master (``preload_app``), which never loads the model:
   each worker, and each replacement, forks from it and loads the model itself.
 """
@@ -46,5 +46,8 @@ wsgi_app = "functions.serving.wsgi:app"
 
 
 def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
-    """After every request: replace this worker if its memory has grown past the ceiling."""
-    recycle_if_grown(worker, _ceiling_mb)
+    """After every POST (what decodes images): replace this worker if its memory has grown
+    past the ceiling. Health checks never do, so a worker still loading its model (which
+    grows it) is not replaced for that."""
+    if environ.get("REQUEST_METHOD") == "POST":
+        recycle_if_grown(worker, _ceiling_mb)

@@ -2,7 +2,7 @@
 
 Decoding limits keep each request's memory bounded, but a process rarely gives freed
 memory back to the system (glibc keeps its arenas), so one large request leaves a worker
-inflated for the rest of its life. After each request the worker's resident memory is read
+inflated for the rest of its life. After each POST the worker's resident memory is read
 (`/proc/self/statm`, Linux); past WORKER_MAX_RSS_MB the worker stops taking requests,
 finishes the ones it has, and exits; gunicorn's master forks a fresh one (the master never
 loads the model, so the fork is clean and the new worker loads the model as the first did).
