@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.maskdecode import decode_mask
 from bench.report import Goal, Row, markdown_table
 from functions.answers import masks as M
 from functions.feed import image_geometry, model_inputs
@@ -249,8 +250,8 @@ def _agreement(ours: list[dict], ref: list[dict], out: Outputs) -> float:
     a, b = ours[0], ref[0]
     same = total = 0
     for x, y in zip(a["instances"], b["instances"], strict=True):
-        mx = M.decode_mask(x["mask"], a["mask_format"], x["box"], g.height, g.width)
-        my = M.decode_mask(y["mask"], b["mask_format"], y["box"], g.height, g.width)
+        mx = decode_mask(x["mask"], a["mask_format"], x["box"], g.height, g.width)
+        my = decode_mask(y["mask"], b["mask_format"], y["box"], g.height, g.width)
         union = mx | my
         same += int((mx == my)[union].sum())
         total += int(union.sum())
@@ -260,7 +261,7 @@ def _agreement(ours: list[dict], ref: list[dict], out: Outputs) -> float:
 def accuracy_row(out: Outputs) -> Row:
     """Mean IoU of the default format's masks against the drawn shapes (context only)."""
     entry = _ours(out, M.DEFAULT_MASK_FORMAT)[0]
-    decoded = [M.decode_mask(i["mask"], entry["mask_format"], i["box"], entry["height"],
+    decoded = [decode_mask(i["mask"], entry["mask_format"], i["box"], entry["height"],
                              entry["width"]) for i in entry["instances"]]
     ious = []
     for k, shape in enumerate(out.scene.shapes):
