@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -366,6 +367,13 @@ def test_verified_flavours_and_older_exports_are_served(litert_export, tmp_path,
     meta = json.loads((folder / "model_float.json").read_text())
     del meta["source"]["verified"], meta["source"]["verification"]
     (folder / "model_float.json").write_text(json.dumps(meta))
-    with caplog.at_level("WARNING"):
-        LiteRTBackend(folder, "float", allow_unverified=False)
+    # The function's logger stops at "functions" once an App configured it (in this
+    # process, by an earlier test): listen there rather than at the root.
+    functions_log = logging.getLogger("functions")
+    functions_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("WARNING", logger="functions"):
+            LiteRTBackend(folder, "float", allow_unverified=False)
+    finally:
+        functions_log.removeHandler(caplog.handler)
     assert "carries no verification verdict" in caplog.text
