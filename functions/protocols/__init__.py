@@ -1,6 +1,6 @@
 """The protocols existing clients already speak, each a thin adapter over the one pipeline.
 
-    /v1/models/...          TF Serving's REST API           (tfserving.py, JSON rules in tfjson.py)
+    /v1/models/...          TF Serving's REST API           (tfserving.py, JSON rules in tfjson/)
     /v2/...                 Open Inference Protocol (KServe v2, Triton)   (v2.py, v2_binary.py)
     / and /predict          Simple TF Serving's JSON, told apart from the native API by its
                             body (simple.py); anything else there is the native API

@@ -2,7 +2,7 @@
 
 The JSON rules themselves (row ``instances`` or columnar ``inputs``, ``{"b64": ...}``,
 ``_bytes`` aliases, ``%g`` floats, TF Serving's error wording) live in
-functions/protocols/tfjson.py, shared with the function's own TF Serving REST API, so
+functions/protocols/tfjson/, shared with the function's own TF Serving REST API, so
 both answer alike; this module only moves its tensors in and out of TensorFlow's
 protos. `fill_predict_request_from_json` reads a REST predict body into a
 PredictRequest's inputs; `make_json_from_tensors` writes output tensors (typed fields,

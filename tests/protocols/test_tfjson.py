@@ -1,4 +1,4 @@
-"""functions/protocols/tfjson.py beyond the C++ cases tests/infra/test_json_tensor.py replays:
+"""functions/protocols/tfjson/ beyond the C++ cases tests/infra/test_json_tensor.py replays:
 the fast float writer agrees with TF Serving's one-value rule everywhere, the caller's
 base64 decoder is used, and tensors go to and from numpy unchanged."""
 
@@ -9,17 +9,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from functions.protocols import tfjson
+from functions.protocols.tfjson.writing import _float_texts
 
 
 @given(st.lists(st.floats(width=32), max_size=50))
 def test_float32_writer_matches_write_decimal_for_every_float32(values):
-    assert tfjson._float_texts(values, True) == [tfjson.format_decimal(v, True) for v in values]
+    assert _float_texts(values, True) == [tfjson.format_decimal(v, True) for v in values]
 
 
 @given(st.lists(st.floats(), max_size=50))
 def test_float_writer_matches_write_decimal_for_any_double(values):
     for is_float32 in (True, False):
-        assert tfjson._float_texts(values, is_float32) == \
+        assert _float_texts(values, is_float32) == \
             [tfjson.format_decimal(v, is_float32) for v in values]
 
 

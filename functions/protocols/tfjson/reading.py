@@ -1,24 +1,4 @@
-"""TF Serving's JSON tensor rules, ported from tensorflow_serving/util/json_tensor.cc.
-
-One implementation for both sides of the project: the function's TF Serving REST API
-(`functions.protocols.tfserving`) and the local model server (`infra.modelserver`, which
-wraps these tensors in TensorProtos). Plain Python and numpy: no TensorFlow, no protobuf.
-
-    read_request(body, input_dtypes)  row ``instances`` or columnar ``inputs`` -> `Tensor`s
-    write_response(tensors, fmt)      `Tensor`s -> ``{"predictions": ...}`` / ``{"outputs": ...}``
-    error_body(message)               ``{"error": "..."}``
-
-Checks, shapes and error wording follow the C++, so a client sees the same answers from
-either side as from TF Serving (tests/infra/test_json_tensor.py replays json_tensor_test.cc).
-Dtypes are named as `modelmeta` names them (``float32``, ``string``...); messages use
-TensorFlow's C++ names (``float``, ``half``), as TF Serving's do. Floats are written with
-C's ``%g`` at six significant digits, or nine (float32) / seventeen (float64) when six
-would not read back as the same number; string outputs whose alias ends in ``_bytes``
-are written as ``{"b64": ...}``.
-
-``{"b64": ...}`` values are decoded by the caller's function: TF Serving accepts only the
-standard alphabet (`standard_b64decode`); the function accepts every dialect clients send.
-"""
+"""Requests in: row ``instances`` or columnar ``inputs`` to `Tensor`s, as TF Serving reads them."""
 
 from __future__ import annotations
 
@@ -27,90 +7,31 @@ import binascii
 import json
 import math
 import re
-import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-ROW = "row"
-COLUMNAR = "columnar"
-
-SIGNATURE_KEY = "signature_name"
-_INSTANCES_KEY = "instances"
-_INPUTS_KEY = "inputs"
-_B64_KEY = "b64"
-BYTES_SUFFIX = "_bytes"
-_MAX_DEBUG_STRING = 256
-
-_INT32 = (-(2 ** 31), 2 ** 31 - 1)
-_INT64 = (-(2 ** 63), 2 ** 63 - 1)
-_UINT32 = (0, 2 ** 32 - 1)
-_UINT64 = (0, 2 ** 64 - 1)
-
-_TF_NAMES = {"float32": "float", "float64": "double", "float16": "half"}
-"""`modelmeta` dtype names whose TensorFlow C++ name (``DataTypeString``) differs."""
-_SMALL_INTS = ("int32", "int16", "int8", "uint8")
-"""Read from JSON as any int32, as TF Serving does (it fills ``int_val``)."""
-WRITABLE = ("float32", "float64", "int32", "int16", "int8", "uint8", "string", "int64",
-            "bool", "uint32", "uint64")
-"""Dtypes TF Serving can write as JSON; float16, bfloat16, uint16 and complex cannot (400)."""
-
-
-class TfJsonError(Exception):
-    """A request or response that breaks TF Serving's JSON rules: a gRPC code and a message."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-def invalid(message: str) -> TfJsonError:
-    return TfJsonError("INVALID_ARGUMENT", message)
-
-
-def tf_type_name(dtype: str) -> str:
-    """``float32`` -> ``float``: TensorFlow's C++ ``DataTypeString``, used in messages."""
-    return _TF_NAMES.get(dtype, dtype)
-
-
-@dataclass
-class Tensor:
-    """A dense tensor: its dtype name, its shape and its values in row-major order.
-
-    String values are `bytes`; numbers are Python numbers (float32 values already
-    rounded to float32), as they would sit in a TensorProto's typed field.
-    """
-
-    dtype: str
-    shape: list[int]
-    values: Sequence[Any]
-
-    @classmethod
-    def of(cls, array: np.ndarray, dtype: str) -> Tensor:
-        """A numpy array as a `Tensor` of ``dtype`` (a `modelmeta` name)."""
-        return cls(dtype, list(array.shape), np.asarray(array).ravel().tolist())
-
-    def to_numpy(self) -> np.ndarray:
-        """The values as a numpy array of the tensor's shape (object array of bytes for
-        strings)."""
-        if self.dtype == "string":
-            flat = np.empty(len(self.values), dtype=object)
-            flat[:] = list(self.values)
-            return flat.reshape(self.shape)
-        return np.array(self.values, dtype=self.dtype).reshape(self.shape)
-
-
-@dataclass(frozen=True)
-class JsonRequest:
-    signature_name: str | None
-    """The body's ``signature_name``, if it has one."""
-    format: str
-    """`ROW` or `COLUMNAR`: how the answer is written."""
-    tensors: dict[str, Tensor]
-
+from functions.protocols.tfjson.tensors import (
+    _B64_KEY,
+    _INPUTS_KEY,
+    _INSTANCES_KEY,
+    _INT32,
+    _INT64,
+    _MAX_DEBUG_STRING,
+    _SMALL_INTS,
+    _UINT32,
+    _UINT64,
+    COLUMNAR,
+    ROW,
+    SIGNATURE_KEY,
+    JsonRequest,
+    Tensor,
+    TfJsonError,
+    format_decimal,
+    invalid,
+    tf_type_name,
+)
 
 # --- parsing -------------------------------------------------------------------------
 
@@ -527,152 +448,3 @@ def read_request(body: str | bytes | dict[str, Any],
     if _INPUTS_KEY in doc:
         return JsonRequest(signature_name, COLUMNAR, reader.columns(doc[_INPUTS_KEY]))
     raise invalid("Missing 'inputs' or 'instances' key")
-
-
-# --- writing -------------------------------------------------------------------------
-
-
-def format_decimal(value: float, is_float32: bool) -> str:
-    """TF Serving's WriteDecimal: six significant digits if they round-trip, else all."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "-Infinity" if value < 0 else "Infinity"
-    text = f"{value:.6g}"
-    if is_float32:
-        with np.errstate(over="ignore"):  # a double beyond float32 compares as infinity
-            round_trips = np.float32(float(text)) == np.float32(value)
-    else:
-        round_trips = float(text) == value
-    if not round_trips:
-        text = f"{value:.9g}" if is_float32 else f"{value:.17g}"
-    if "." not in text and "e" not in text:
-        text += ".0"
-    return text
-
-
-_FLOAT32 = struct.Struct("<f")
-
-
-def _float_texts(values: Sequence[float], is_float32: bool) -> list[str]:
-    """`format_decimal` over many values, the float32 round trip checked with `struct`
-    (about twice as fast as numpy scalars on a classifier's few scores)."""
-    pack, unpack = _FLOAT32.pack, _FLOAT32.unpack
-    texts = []
-    for value in values:
-        if not math.isfinite(value):
-            texts.append(format_decimal(value, is_float32))
-            continue
-        text = f"{value:.6g}"
-        if is_float32:
-            try:
-                round_trips = unpack(pack(float(text))) == unpack(pack(value))
-            except OverflowError:  # not a float32 value at all: numpy's rules decide
-                texts.append(format_decimal(value, is_float32))
-                continue
-        else:
-            round_trips = float(text) == value
-        if not round_trips:
-            text = f"{value:.9g}" if is_float32 else f"{value:.17g}"
-        if "." not in text and "e" not in text:
-            text += ".0"
-        texts.append(text)
-    return texts
-
-
-def _value_texts(tensor: Tensor, name: str) -> list[str]:
-    """Every value of the tensor written as JSON, in order."""
-    dtype = tensor.dtype
-    if dtype not in WRITABLE:
-        raise invalid(f"Failed to write JSON value for tensor type: {tf_type_name(dtype)}")
-    count = math.prod(tensor.shape)
-    if len(tensor.values) < count:
-        raise invalid(f"Failed to write JSON value for tensor type: {tf_type_name(dtype)}")
-    values = tensor.values[:count] if len(tensor.values) > count else tensor.values
-    if dtype in ("float32", "float64"):
-        return _float_texts(values, dtype == "float32")
-    if dtype == "bool":
-        return ["true" if v else "false" for v in values]
-    if dtype == "string":
-        if name.endswith(BYTES_SUFFIX):
-            return ['{"b64": "' + base64.b64encode(v).decode("ascii") + '"}' for v in values]
-        return [json.dumps(v.decode("utf-8", errors="surrogateescape"), ensure_ascii=False)
-                for v in values]
-    return [str(int(v)) for v in values]
-
-
-def _nest(texts: list[str], shape: Sequence[int], out: list[str]) -> None:
-    """Write ``texts`` nested as ``shape`` (TF Serving separates items with ", ")."""
-    if not shape:
-        out.append(texts[0])
-        return
-    if len(shape) == 1:
-        out.append("[" + ", ".join(texts) + "]")
-        return
-    step = math.prod(shape[1:])
-    out.append("[")
-    for index in range(shape[0]):
-        if index:
-            out.append(", ")
-        _nest(texts[index * step:(index + 1) * step], shape[1:], out)
-    out.append("]")
-
-
-def write_response(tensors: Mapping[str, Tensor], fmt: str) -> str:
-    """Output tensors as TF Serving's ``predictions`` (row) or ``outputs`` (columnar)."""
-    if not tensors:
-        raise invalid("Cannot convert empty tensor map to JSON")
-    if fmt == ROW:
-        return _row_json(tensors)
-    if fmt == COLUMNAR:
-        return _columnar_json(tensors)
-    raise invalid("Invalid request format")
-
-
-def _row_json(tensors: Mapping[str, Tensor]) -> str:
-    batch = -1
-    for name, tensor in tensors.items():
-        if not tensor.shape:
-            raise invalid(f"Tensor name: {name} has no shape information ")
-        size = tensor.shape[0]
-        if batch >= 0 and batch != size:
-            raise invalid(f"Tensor name: {name} has inconsistent batch size: {size} "
-                          f"expecting: {batch}")
-        batch = size
-    several = len(tensors) > 1
-    texts = {name: _value_texts(tensor, name) for name, tensor in tensors.items()}
-    out = ['{"predictions": [']
-    for item in range(batch):
-        if item:
-            out.append(", ")
-        if several:
-            out.append("{")
-        for index, (name, tensor) in enumerate(tensors.items()):
-            if several:
-                out.append((", " if index else "") + json.dumps(name) + ": ")
-            step = math.prod(tensor.shape[1:])
-            _nest(texts[name][item * step:(item + 1) * step], tensor.shape[1:], out)
-        if several:
-            out.append("}")
-    out.append("]}")
-    return "".join(out)
-
-
-def _columnar_json(tensors: Mapping[str, Tensor]) -> str:
-    several = len(tensors) > 1
-    out = ['{"outputs": ']
-    if several:
-        out.append("{")
-    for index, (name, tensor) in enumerate(tensors.items()):
-        if several:
-            out.append((", " if index else "") + json.dumps(name) + ": ")
-        _nest(_value_texts(tensor, name), tensor.shape, out)
-    if several:
-        out.append("}")
-    out.append("}")
-    return "".join(out)
-
-
-def error_body(message: str) -> str:
-    """TF Serving's error reply: ``{"error": "<message>"}``."""
-    return json.dumps({"error": message}, ensure_ascii=False)
