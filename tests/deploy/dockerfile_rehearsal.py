@@ -108,11 +108,16 @@ def lock_pins(names: tuple[str, ...] | list[str]) -> list[str]:
 
 
 def pip_install(python: Path, args: list[str], cwd: Path, pip_cache: Path) -> None:
-    """``python -m pip install ARGS`` with the run's shared cache; its output on failure."""
+    """``python -m pip install ARGS`` with the run's shared cache; its output on failure.
+
+    ``--no-compile``: no .pyc files written at install (Python writes those it needs on
+    first import), which halves the time TensorFlow takes to install (40 s instead of 85 s
+    here) and changes nothing the rehearsal checks."""
     env = {**os.environ, "PIP_CACHE_DIR": str(pip_cache), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
            "PIP_NO_INPUT": "1"}
     env.pop("PIP_NO_CACHE_DIR", None)
-    result = subprocess.run([str(python), "-m", "pip", "install", "--quiet", *args], cwd=cwd,
+    result = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-compile",
+                             *args], cwd=cwd,
                             env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, (f"pip install {' '.join(args)} failed:\n"
                                     f"{result.stdout[-3000:]}{result.stderr[-3000:]}")
