@@ -192,6 +192,9 @@ SCRIPTS = {
                      args=lambda quick, work: ["--rounds", "2" if quick else "5",
                                                "--json", str(work / LITERT_JSON)],
                      adapter=adapt_litert),
+    "litert_segmentation": Script("bench.litert_segmentation", 3,
+                                  "cold start and warm p50, segmentation under LiteRT",
+                                  args=lambda quick, _work: ["--rounds", "2" if quick else "5"]),
 }
 
 
@@ -201,3 +204,7 @@ def thin_cold_start(ctx: Context) -> list[Row]:
 
 def litert_cold_start(ctx: Context) -> list[Row]:
     return run_script(ctx, SCRIPTS["litert"])
+
+
+def litert_segmentation(ctx: Context) -> list[Row]:
+    return run_script(ctx, SCRIPTS["litert_segmentation"])

@@ -50,6 +50,8 @@ GROUPS: tuple[Group, ...] = (
     Group(3, "cold start", "bench.cold_start:run"),
     Group(3, "cold start, thin adapter", "bench.external:thin_cold_start"),
     Group(3, "cold start, LiteRT", "bench.external:litert_cold_start"),
+    Group(3, "cold start and p50, segmentation under LiteRT",
+          "bench.external:litert_segmentation"),
     Group(1, "request bytes", "bench.request_bytes:run"),
     Group(2, "warm latency (and the peer's, item 7)", "bench.latency:run"),
     Group(2, "protocols against the native API", "bench.protocols:run"),
