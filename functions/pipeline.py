@@ -36,8 +36,8 @@ from functions.loader import LoadedModel
 from functions.request import options
 from functions.request.images import ImageInput, inspect_image, upright
 from functions.request.parse import (
-    decode_content_encoding,  # the one gzip/deflate reader, shared with every protocol
     decode_base64,
+    decode_content_encoding,  # the one gzip/deflate reader, shared with every protocol
     parse_predict_request,
 )
 from modelmeta import ImageSpec, ModelMetadata
