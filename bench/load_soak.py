@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.load_soak [--requests 2000] [--concurrency 16]
     .venv/bin/python -m bench.load_soak --mixed [--requests 4000]     # 20 % hostile, 32 clients
+    .venv/bin/python -m bench.load_soak --slow-clients 50 [--slow-kind header|body|silent]
+        [--server serving|functions-framework] [--threads N]
 
 Starts the function as `make serve` does (``python -m functions.serving`` on a loopback
 port, the demo model, the in-process backend), warms it up, then sends held-out digits as
@@ -17,12 +19,18 @@ scans, a PNG claiming 30000x30000, a gzip bomb), option values that used to rais
 than their Content-Length, megabyte request lines and heads sent in slow pieces. Each must
 get a 4xx JSON answer (never a 5xx, never a dropped connection), while the valid requests
 around them keep getting their 200s. The exit status is 0 only if all of that held.
+
+``--slow-clients N`` instead holds N connections open that send their request a byte every
+second (a header, a body, or nothing at all) and asks ``/livez`` and a predict ten times
+meanwhile, on this server or (``--server functions-framework``) on functions-framework's
+own, to compare how each copes; it prints the slowest answers.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import gzip
 import io
 import json
@@ -58,7 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mixed", action="store_true",
                         help="make --hostile of the requests hostile")
     parser.add_argument("--hostile", type=float, default=0.2)
+    parser.add_argument("--slow-clients", type=int, default=0)
+    parser.add_argument("--slow-kind", choices=("header", "body", "silent"), default="header")
+    parser.add_argument("--server", choices=("serving", "functions-framework"),
+                        default="serving")
+    parser.add_argument("--threads", type=int, default=0, help="THREADS for the server")
     args = parser.parse_args(argv)
+    if args.slow_clients:
+        return slow_clients(args.slow_clients, args.slow_kind, args.server, args.threads)
     total = args.requests or (4000 if args.mixed else 2000)
     concurrency = args.concurrency or (32 if args.mixed else 16)
     share = args.hostile if args.mixed else 0.0
@@ -287,14 +302,72 @@ def _png_claiming(width: int, height: int) -> bytes:
             + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
 
 
+# -- slow clients --------------------------------------------------------------------------
+
+
+def slow_clients(count: int, kind: str, server: str, threads: int) -> int:
+    """Hold ``count`` slow connections; print the slowest /livez and predict meanwhile."""
+    from modelprep.demo import build_demo
+    from modelprep.digits import digit_images
+
+    buf = io.BytesIO()
+    Image.fromarray(digit_images().x_test[0]).save(buf, format="PNG")
+    png = buf.getvalue()
+    starts = {"header": b"POST / HTTP/1.1\r\nHost: fn\r\n",
+              "body": b"POST / HTTP/1.1\r\nHost: fn\r\nContent-Type: image/png\r\n"
+                      b"Content-Length: 100000\r\n\r\n", "silent": b""}
+    with serve(build_demo().served, server, threads) as (url, port, _):
+        stop = threading.Event()
+        sockets = []
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            sock.sendall(starts[kind])
+            sockets.append(sock)
+
+        def trickle() -> None:
+            while not stop.wait(1.0):
+                for sock in sockets if kind != "silent" else ():
+                    with contextlib.suppress(OSError):
+                        sock.send(b"X" if kind == "header" else b"\0")
+
+        dripper = threading.Thread(target=trickle, daemon=True)
+        dripper.start()
+        time.sleep(2)
+        slowest, failures = {"livez": 0.0, "predict": 0.0}, 0
+        for _ in range(10):
+            if failures >= 2:
+                break  # starved: the rest would only wait out their timeouts too
+            for name in slowest:
+                started = time.perf_counter()
+                try:
+                    response = requests.get(url + "livez", timeout=15) if name == "livez" \
+                        else requests.post(url, files={"file": ("d.png", png)}, timeout=15)
+                    failures += response.status_code != 200
+                except requests.RequestException:
+                    failures += 1
+                slowest[name] = max(slowest[name], time.perf_counter() - started)
+        stop.set()
+        dripper.join()
+        for sock in sockets:
+            sock.close()
+    print(f"{server} (THREADS={threads or 'default'}), {count} {kind} connections: slowest "
+          f"/livez {slowest['livez'] * 1000:.0f} ms, slowest predict "
+          f"{slowest['predict'] * 1000:.0f} ms, {failures} unanswered or not 200 (15 s "
+          f"timeout; two end the run); load average {os.getloadavg()[0]:.2f}")
+    return 0 if failures == 0 else 1
+
+
 # -- the server ----------------------------------------------------------------------------
 
 
 class serve:
-    """``python -m functions.serving`` on a free loopback port; yields (url, port, worker)."""
+    """The function on a free loopback port (``python -m functions.serving``, or
+    functions-framework's own server); yields (url, port, worker pid)."""
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, server: str = "serving", threads: int = 0) -> None:
         self.model_dir = model_dir
+        self.server = server
+        self.threads = threads
 
     def __enter__(self) -> tuple[str, int, int]:
         with socket.socket() as s:
@@ -302,10 +375,13 @@ class serve:
             port = s.getsockname()[1]
         env = {**os.environ, "MODEL_URI": str(self.model_dir), "TF_CPP_MIN_LOG_LEVEL": "2",
                "LOG_LEVEL": "WARNING"}
+        if self.threads:
+            env["THREADS"] = str(self.threads)
+        command = [sys.executable, "-m", "functions.serving"] if self.server == "serving" \
+            else [str(Path(sys.executable).parent / "functions-framework"), "--target", "predict"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "functions.serving", "--host", "127.0.0.1",
-             "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+            [*command, "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
