@@ -9,14 +9,17 @@ Nothing here is a copy to keep in step by hand: a new error class, mask format, 
 route shows up in the document by itself (tests/operate/test_openapi.py checks it does).
 `GET /openapi.json` serves it when OPENAPI=true; schemathesis holds the live function to it.
 
-Protocol routes (TF Serving REST, Open Inference Protocol) plug in through
-`PROTOCOL_MODULES`: each module named there provides ``openapi_paths(settings) -> dict``
-of path items, which are merged into ``paths``.
+Protocol routes (TF Serving REST, Open Inference Protocol, Simple TF Serving's body) plug
+in through `PROTOCOL_MODULES`: each module named there provides ``openapi_paths(settings)
+-> dict`` of path items, merged into ``paths``. An operation already there (Simple TF
+Serving's body on / and /predict) is widened: its request bodies and answers become
+``anyOf`` the native shape and the protocol's.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import importlib
 import io
 import json
@@ -26,10 +29,12 @@ from typing import Any
 from functions import errors
 from functions.answers.masks import DEFAULT_MASK_FORMAT, MASK_FORMATS
 from functions.config import Settings
+from functions.request.cloudfiles import FILE_ID
 from functions.request.options import MAX_TOP_K
 
 OPENAPI_VERSION = "3.1.0"
-PROTOCOL_MODULES: tuple[str, ...] = ()
+PROTOCOL_MODULES: tuple[str, ...] = ("functions.protocols.tfserving", "functions.protocols.v2",
+                                     "functions.protocols.simple")
 """Modules (``functions.protocols.NAME``) whose ``openapi_paths(settings)`` add their routes."""
 
 UNLISTED_STATUSES = (405,)
@@ -37,7 +42,8 @@ UNLISTED_STATUSES = (405,)
 ANY_PATH_STATUSES = (413, 500)
 """Answers any path can give: a body over MAX_BODY_BYTES is refused before routing, and a
 misconfigured function answers 500 everywhere."""
-_REF = "#/components/schemas/"
+REF = "#/components/schemas/"
+_REF = REF
 
 
 def error_codes() -> dict[int, list[str]]:
@@ -65,26 +71,29 @@ def document(settings: Settings) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     predict = _predict_operation(settings)
     for path in app.PREDICT_PATHS:
-        item: dict[str, Any] = {"post": {**predict, "operationId": _operation_id("predict", path)}}
+        item: dict[str, Any] = {"post": {**copy.deepcopy(predict),
+                                         "operationId": _operation_id("predict", path)}}
         if path == "/" and settings.demo_page:
             item["get"] = {"operationId": "demoPage", "summary": "The try-it page (DEMO_PAGE)",
                            "responses": _with_common({"200": {
                                "description": "An HTML page", "headers": _request_id_header(),
                                "content": {"text/html": {"schema": {"type": "string"}}}}})}
         paths[path] = item
-    paths[app.LIVE_PATH] = {"get": {
-        "operationId": "live", "summary": "Liveness: the process runs", "tags": ["health"],
-        "responses": _with_common({"200": _json_response(
-            "Alive", {"$ref": _REF + "Alive"}, {"status": "alive"})})}}
+    paths[app.LIVE_PATH] = {method: {  # any method is answered: probes differ
+        "operationId": "live" + ("" if method == "get" else "Post"), "tags": ["health"],
+        "summary": "Liveness: the process runs (any method)",
+        "responses": _with_common({"200": json_response(
+            "Alive", {"$ref": _REF + "Alive"}, {"status": "alive"})})}
+        for method in ("get", "post")}
     for path in app.HEALTH_PATHS:
         paths[path] = {"get": {
             "operationId": _operation_id("ready", path), "tags": ["health"],
             "summary": "Readiness: the model is loaded and warmed up",
             "responses": _with_common({
-                "200": _json_response("Ready", {"$ref": _REF + "Ready"},
+                "200": json_response("Ready", {"$ref": _REF + "Ready"},
                                       {"status": "ready", "model": {"name": "digits",
                                                                     "version": None}}),
-                "503": _json_response("Loading or failed (Retry-After while loading)",
+                "503": json_response("Loading or failed (Retry-After while loading)",
                                       {"$ref": _REF + "NotReady"},
                                       {"status": "loading"}, retry_after=True)})}}
     if settings.metrics == "prometheus":
@@ -98,10 +107,10 @@ def document(settings: Settings) -> dict[str, Any]:
     if settings.openapi:
         paths[app.OPENAPI_PATH] = {"get": {
             "operationId": "openapi", "tags": ["operations"], "summary": "This document",
-            "responses": _with_common({"200": _json_response(
+            "responses": _with_common({"200": json_response(
                 "OpenAPI 3.1", {"type": "object"})})}}
     for name in PROTOCOL_MODULES:
-        paths.update(importlib.import_module(name).openapi_paths(settings))
+        _merge_paths(paths, importlib.import_module(name).openapi_paths(settings))
     doc: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "tf-image-functions", "version": _version(),
@@ -140,7 +149,7 @@ def _predict_operation(settings: Settings) -> dict[str, Any]:
     binary = {"schema": {"type": "string", "format": "binary"}}
     example = _example_png_base64()
     responses: dict[str, Any] = {
-        "200": _json_response("One prediction per image, in request order",
+        "200": json_response("One prediction per image, in request order",
                               {"$ref": _REF + "PredictResponse"}, _EXAMPLE_ANSWER)}
     for status in sorted(set(error_codes()) - set(UNLISTED_STATUSES)):
         responses[str(status)] = _error_response(status, retry_after=status == 503)
@@ -200,6 +209,15 @@ def _schemas(settings: Settings, codes: dict[int, list[str]]) -> dict[str, Any]:
         "Base64Image": {"type": "string", "minLength": 1, "contentEncoding": "base64",
                         "contentMediaType": "image/*",
                         "description": "JPEG, PNG, GIF or BMP; HEIC, WebP, AVIF, TIFF are 415"},
+        "CloudFileImage": {
+            "type": "object", "required": ["file_id"], "additionalProperties": False,
+            "properties": {"file_id": {"type": "string", "pattern": f"^(?:{FILE_ID.pattern})$",
+                                       "examples": ["cloud://prod-1a2b.7072-prod-1a2b/photos/"
+                                                    "cat.jpg"]}},
+            "description": "A photo uploaded with wx.cloud.uploadFile, by its file id: fetched "
+                           "from CLOUD_ENV's storage (400 without CLOUD_ENV, 403 for another "
+                           "environment's file, 404 for a missing one, 502/504 when WeChat's "
+                           "open API fails or is slow; CLOUD_FILE_TIMEOUT)"},
         "TopK": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K,
                  "default": settings.default_top_k,
                  "description": "classes per prediction (TOP_K), capped at the model's"},
@@ -211,12 +229,14 @@ def _schemas(settings: Settings, codes: dict[int, list[str]]) -> dict[str, Any]:
             "type": "object",
             "description": "image or images (not both); other keys are options",
             "properties": {
-                "image": {"$ref": _REF + "Base64Image"},
+                "image": {"anyOf": [{"$ref": _REF + "Base64Image"},
+                                    {"$ref": _REF + "CloudFileImage"}]},
                 "images": {"type": "array", "minItems": 1, "maxItems": settings.max_images,
                            "items": {"anyOf": [
                     {"$ref": _REF + "Base64Image"},
                     {"type": "object", "required": ["b64"], "additionalProperties": False,
-                     "properties": {"b64": {"$ref": _REF + "Base64Image"}}}]},
+                     "properties": {"b64": {"$ref": _REF + "Base64Image"}}},
+                    {"$ref": _REF + "CloudFileImage"}]},
                     "description": f"at most {settings.max_images} (MAX_IMAGES)"},
                 "top_k": {"$ref": _REF + "TopK"},
                 "mask_format": {"$ref": _REF + "MaskFormat"}},
@@ -263,6 +283,10 @@ def _schemas(settings: Settings, codes: dict[int, list[str]]) -> dict[str, Any]:
             "message": {"type": "string"}},
             "description": "more members may say more (response_bytes, limit_bytes...)"},
     }
+    schemas["ProtocolError"] = {
+        "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}},
+        "description": "How TF Serving, the Open Inference Protocol and Simple TF Serving "
+                       "write an error: its message alone (the status says which)"}
     for status, group in sorted(codes.items()):
         schemas[f"Error{status}"] = {
             "type": "object", "required": ["error"], "properties": {"error": {
@@ -271,10 +295,88 @@ def _schemas(settings: Settings, codes: dict[int, list[str]]) -> dict[str, Any]:
     return schemas
 
 
+# -- protocols ---------------------------------------------------------------------------------
+
+
+def protocol_responses(ok: dict[str, Any], statuses: tuple[int, ...] | None = None
+                       ) -> dict[str, Any]:
+    """An operation's answers in the protocols' error shape (``{"error": "..."}``): ``ok``,
+    then each error status of the tree (``statuses``; default: every one but 405)."""
+    codes = error_codes()
+    wanted = sorted(set(codes) - set(UNLISTED_STATUSES)) if statuses is None else statuses
+    responses = dict(ok)
+    for status in (*wanted, *ANY_PATH_STATUSES):
+        listed = ", ".join(codes.get(status, []))
+        responses.setdefault(str(status), json_response(
+            f"error ({listed})", {"$ref": _REF + "ProtocolError"}, retry_after=status == 503))
+    return responses
+
+
+def path_parameter(name: str, pattern: str, description: str,
+                   example: str | None = None) -> dict[str, Any]:
+    """A path segment the route's ``pattern`` matches, line breaks excluded: the HTTP
+    binding (functions-framework's Flask router) answers such a path with its own HTML 404
+    before the function runs."""
+    pattern = pattern.replace("[^/", "[^/\\n") if pattern.startswith("[^/") else pattern
+    schema: dict[str, Any] = {"type": "string", "pattern": f"^(?:{pattern})$"}
+    parameter = {"name": name, "in": "path", "required": True, "description": description,
+                 "schema": schema}
+    if example is not None:
+        parameter["example"] = example
+    return parameter
+
+
+def secured(operation: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The operation with the auth schemes these settings turn on (routes that check auth)."""
+    security = _security(settings)
+    return {**operation, "security": security} if security else operation
+
+
+def example_image() -> str:
+    """Base64 of a real 28x28 PNG (the demo model's size) for the protocols' examples."""
+    return _example_png_base64()
+
+
+def _merge_paths(paths: dict[str, Any], extra: dict[str, Any]) -> None:
+    for path, item in extra.items():
+        target = paths.setdefault(path, {})
+        for method, operation in item.items():
+            if method in target:
+                _widen(target[method], operation)
+            else:
+                target[method] = operation
+
+
+def _widen(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    """A second protocol on the same operation: each body and answer may be either shape."""
+    for media, spec in extra.get("requestBody", {}).get("content", {}).items():
+        _either(base["requestBody"]["content"], media, spec)
+    for status, response in extra.get("responses", {}).items():
+        mine = base["responses"].get(status)
+        if mine is None:
+            base["responses"][status] = response
+            continue
+        for media, spec in response.get("content", {}).items():
+            _either(mine.setdefault("content", {}), media, spec)
+    if extra.get("description"):
+        base["description"] = f"{base.get('description', '')} {extra['description']}".strip()
+
+
+def _either(content: dict[str, Any], media: str, spec: dict[str, Any]) -> None:
+    mine = content.get(media)
+    if mine is None:
+        content[media] = spec
+        return
+    if mine["schema"] != spec["schema"]:
+        mine["schema"] = {"anyOf": [mine["schema"], spec["schema"]]}
+    if "examples" in spec:
+        mine.setdefault("examples", {}).update(spec["examples"])
+
+
 # -- pieces ----------------------------------------------------------------------------------
 
 
-def _json_response(description: str, schema: dict[str, Any], example: Any = None,
+def json_response(description: str, schema: dict[str, Any], example: Any = None,
                    retry_after: bool = False) -> dict[str, Any]:
     media: dict[str, Any] = {"schema": schema}
     if example is not None:
@@ -289,7 +391,7 @@ def _json_response(description: str, schema: dict[str, Any], example: Any = None
 
 def _error_response(status: int, retry_after: bool = False) -> dict[str, Any]:
     codes = ", ".join(error_codes().get(status, []))
-    return _json_response(f"error: {codes}", {"$ref": f"{_REF}Error{status}"},
+    return json_response(f"error: {codes}", {"$ref": f"{_REF}Error{status}"},
                           retry_after=retry_after)
 
 

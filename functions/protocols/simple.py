@@ -143,3 +143,36 @@ def _plain(value: np.ndarray) -> Any:
 
 def _text(item: Any) -> str:
     return base64.b64encode(item).decode("ascii") if isinstance(item, bytes) else str(item)
+
+
+# --- the OpenAPI document ---------------------------------------------------------------
+
+
+def openapi_paths(settings: Settings) -> dict[str, Any]:
+    """Simple TF Serving's body on the native predict paths: `functions.openapi` widens
+    those operations so their JSON body and answers may be either shape."""
+    from functions import app
+    from functions import openapi as oa
+
+    request = {
+        "type": "object", "required": ["data"],
+        "not": {"anyOf": [{"required": [field]} for field in _NATIVE_FIELDS]},
+        "properties": {
+            "model_name": {"type": "string", "default": DEFAULT_MODEL_NAME},
+            "model_version": {"type": ["integer", "string"], "default": -1},
+            "signature_name": {"type": "string", "default": DEFAULT_SIGNATURE},
+            "data": {"type": "object", "minProperties": 1, "description": "the image input "
+                     "(one image or a list: base64 text or {\"b64\": ...}) and any other "
+                     "tensor inputs as nested lists of numbers"}},
+        "description": "Simple TF Serving's request, told apart by its data object"}
+    answer = {"type": "object", "minProperties": 1,
+              "description": "Simple TF Serving's answer: every output by name"}
+    operation = {
+        "description": "A JSON body with a data object (and no image or images) is Simple "
+                       "TF Serving's request, answered in its shape.",
+        "requestBody": {"content": {"application/json": {"schema": request, "examples": {
+            "simple": {"value": {"model_name": DEFAULT_MODEL_NAME, "model_version": -1,
+                                 "data": {"images": oa.example_image()}}}}}}},
+        "responses": oa.protocol_responses({"200": oa.json_response(
+            "every output by name, as nested lists", answer)})}
+    return {path: {"post": operation} for path in app.PREDICT_PATHS}

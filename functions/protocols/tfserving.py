@@ -29,6 +29,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from functions import metrics, pipeline
+from functions.config import Settings
 from functions.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -253,3 +254,92 @@ _JSON = {"Content-Type": "application/json"}
 
 def _json(doc: dict[str, Any]) -> HttpResponse:
     return HttpResponse(200, json.dumps(doc, indent=1).encode("utf-8"), dict(_JSON))
+
+
+# --- the OpenAPI document ---------------------------------------------------------------
+
+
+_NAME_PATTERN = "[^/:]+"
+_ADDRESSES = {"": [], "/versions/{version}": [("version", r"[0-9]+", "the served version")],
+              "/labels/{label}": [("label", _NAME_PATTERN, "MODEL_VERSION_LABEL")]}
+"""The three ways `_PREDICTION` and `_STATUS` name a model: latest, version, label."""
+
+
+def openapi_paths(settings: Settings) -> dict[str, Any]:
+    """TF Serving's routes for `functions.openapi`: every verb of `_PREDICTION` and both
+    answers of `_STATUS`, at each address of `_ADDRESSES`."""
+    from functions import openapi as oa
+
+    any_object = {"type": "object"}
+    paths: dict[str, Any] = {}
+    for address, extra in _ADDRESSES.items():
+        suffix = address.split("/")[1].capitalize() if address else ""
+        params = [oa.path_parameter("name", _NAME_PATTERN, "the served model's name (MODEL_NAME "
+                                    "or its metadata's)", settings.model_name)]
+        params += [oa.path_parameter(name, pattern, what) for name, pattern, what in extra]
+        base = f"{PREFIX}models/{{name}}{address}"
+        paths[f"{base}:predict"] = {"post": oa.secured({
+            "operationId": f"tfservingPredict{suffix}", "tags": ["tfserving"],
+            "summary": "TF Serving's Predict: row (instances) or columnar (inputs) JSON",
+            "description": "The image input takes {\"b64\": ...} (any base64 dialect) or "
+                           "base64 text; gzip bodies (Content-Encoding) are read.",
+            "parameters": params,
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": _PREDICT_REQUEST,
+                "examples": {"row": {"value": {"instances": [{"b64": oa.example_image()}]}},
+                             "columnar": {"value": {"signature_name": DEFAULT_SIGNATURE,
+                                                    "inputs": [{"b64": oa.example_image()}]}}},
+            }}},
+            "responses": oa.protocol_responses({"200": oa.json_response(
+                "predictions (row) or outputs (columnar)", _PREDICT_RESPONSE)})}, settings)}
+        for verb in _VERBS:
+            paths[f"{base}:{verb}"] = {"post": oa.secured({
+                "operationId": f"tfserving{verb.capitalize()}{suffix}", "tags": ["tfserving"],
+                "summary": f"TF Serving's {verb.capitalize()}: always its 400, since the "
+                           "served signature is a predict one",
+                "parameters": params,
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": any_object}}},
+                "responses": oa.protocol_responses({})}, settings)}
+        paths[base] = {"get": {
+            "operationId": f"tfservingStatus{suffix}", "tags": ["tfserving"],
+            "summary": "GetModelStatus (and KServe v1's name and ready)",
+            "parameters": params,
+            "responses": oa.protocol_responses({"200": oa.json_response(
+                "the version's state", _STATUS_RESPONSE)})}}
+        paths[f"{base}/metadata"] = {"get": oa.secured({
+            "operationId": f"tfservingMetadata{suffix}", "tags": ["tfserving"],
+            "summary": "GetModelMetadata: the signature as a client sees it",
+            "parameters": params,
+            "responses": oa.protocol_responses({"200": oa.json_response(
+                "model_spec and metadata.signature_def", _METADATA_RESPONSE)})}, settings)}
+    return paths
+
+
+_PREDICT_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "properties": {"signature_name": {"type": "string"},
+                   "instances": {"type": "array"}, "inputs": {}},
+    "oneOf": [{"required": ["instances"], "not": {"required": ["inputs"]}},
+              {"required": ["inputs"], "not": {"required": ["instances"]}}]}
+_PREDICT_RESPONSE: dict[str, Any] = {
+    "type": "object", "oneOf": [{"required": ["predictions"]}, {"required": ["outputs"]}],
+    "properties": {"predictions": {"type": "array"}, "outputs": {}}}
+_STATUS_RESPONSE: dict[str, Any] = {
+    "type": "object", "required": ["model_version_status", "name", "ready"], "properties": {
+        "name": {"type": "string"}, "ready": {"type": "boolean"},
+        "model_version_status": {"type": "array", "items": {
+            "type": "object", "required": ["version", "state", "status"], "properties": {
+                "version": {"type": "string"},
+                "state": {"enum": ["LOADING", "AVAILABLE", "END"]},
+                "status": {"type": "object", "required": ["error_code", "error_message"],
+                           "properties": {"error_code": {"type": "string"},
+                                          "error_message": {"type": "string"}}}}}}}}
+_METADATA_RESPONSE: dict[str, Any] = {
+    "type": "object", "required": ["model_spec", "metadata"], "properties": {
+        "model_spec": {"type": "object", "required": ["name", "signature_name", "version"],
+                       "properties": {"name": {"type": "string"},
+                                      "signature_name": {"type": "string"},
+                                      "version": {"type": "string"}}},
+        "metadata": {"type": "object", "required": ["signature_def"], "properties": {
+            "signature_def": {"type": "object", "required": ["signature_def"]}}}}}

@@ -28,6 +28,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from functions import metrics, pipeline
+from functions.config import Settings
 from functions.errors import BadRequest, InvalidJSON, MethodNotAllowed, ModelNotFound, NotFound
 from functions.httpio import HttpRequest, HttpResponse
 from functions.protocols import Context, answering, v2_binary
@@ -330,3 +331,11 @@ def _json_data(value: np.ndarray) -> list[Any]:
 
 def _json(status: int, doc: dict[str, Any]) -> HttpResponse:
     return HttpResponse.json(status, doc)
+
+
+
+def openapi_paths(settings: Settings) -> dict[str, Any]:
+    """The protocol's routes for `functions.openapi` (written in `v2_openapi`)."""
+    from functions.protocols import v2_openapi
+
+    return v2_openapi.openapi_paths(settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -64,8 +65,9 @@ def test_options_and_limits_come_from_the_code():
 
 
 def test_routes_follow_the_settings():
-    assert set(openapi.document(Settings())["paths"]) == {
-        "/", "/predict", "/livez", "/healthz", "/readyz"}
+    native = {path for path in openapi.document(Settings())["paths"]
+              if not path.startswith(("/v1/", "/v2"))}
+    assert native == {"/", "/predict", "/livez", "/healthz", "/readyz"}
     everything = openapi.document(CONFIGS["everything on"])
     assert {"/metrics", "/openapi.json"} <= set(everything["paths"])
     assert "get" in everything["paths"]["/"]
@@ -92,3 +94,49 @@ def test_served_only_when_asked():
     assert response.headers["Content-Type"] == "application/json; charset=utf-8"
     assert body == json.loads(openapi.document_bytes(app.settings))
     assert call(app, body={"image": B64})[0].status == 200
+
+
+def test_cloud_file_ids_are_an_image_shape():
+    schemas = openapi.document(Settings())["components"]["schemas"]
+    image = schemas["PredictJson"]["properties"]["image"]
+    assert {"$ref": "#/components/schemas/CloudFileImage"} in image["anyOf"]
+    items = schemas["PredictJson"]["properties"]["images"]["items"]["anyOf"]
+    assert {"$ref": "#/components/schemas/CloudFileImage"} in items
+    pattern = re.compile(schemas["CloudFileImage"]["properties"]["file_id"]["pattern"])
+    assert pattern.match("cloud://prod-1a2b.7072-prod-1a2b/photos/cat.jpg")
+    assert not pattern.match("https://example.com/cat.jpg")
+
+
+def test_a_cloud_file_id_without_cloud_env_is_the_documented_400():
+    response, body = call(make_app(), body={"image": {
+        "file_id": "cloud://prod-1a2b.7072-prod-1a2b/photos/cat.jpg"}})
+    assert response.status == 400
+    assert "CLOUD_ENV" in body["error"]["message"]
+
+
+def test_simple_tf_serving_widens_the_predict_operations():
+    doc = openapi.document(Settings())
+    for path in ("/", "/predict"):
+        operation = doc["paths"][path]["post"]
+        json_body = operation["requestBody"]["content"]["application/json"]
+        assert json_body["schema"]["anyOf"][0] == {"$ref": "#/components/schemas/PredictJson"}
+        assert json_body["schema"]["anyOf"][1]["required"] == ["data"]
+        error = operation["responses"]["400"]["content"]["application/json"]["schema"]
+        assert error == {"anyOf": [{"$ref": "#/components/schemas/Error400"},
+                                   {"$ref": "#/components/schemas/ProtocolError"}]}
+        response, body = call(make_app(), path=path, body=json_body["examples"]["simple"][
+            "value"])
+        assert response.status == 200, body
+        assert body["scores"][0][9] == pytest.approx(0.55)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/models/fake:predict", "row"), ("/v1/models/fake:predict", "columnar"),
+    ("/v2/models/fake/infer", "json")])
+def test_the_protocol_examples_are_requests_the_function_answers(path, body):
+    doc = openapi.document(Settings())
+    template = path.replace("fake", "{name}")
+    example = doc["paths"][template]["post"]["requestBody"]["content"]["application/json"][
+        "examples"][body]["value"]
+    response, answer = call(make_app(), path=path, body=example)
+    assert response.status == 200, answer
