@@ -15,7 +15,15 @@ the HTTP requests, back to back:
 
     {"cmd": "time", "count": 100, "warmup": 5}   -> {"seconds": [...]}
     {"cmd": "burst", "count": 64}                -> {"seconds": 2.31, "count": 64}
+    {"cmd": "threads", "count": 64, "threads": 4}  -> {"seconds": 0.52, "count": 64}
+    {"cmd": "batch", "count": 8, "batch": 8}     -> {"seconds": 0.41, "count": 64}
     {"cmd": "exit"}                              (or end of input)
+
+``threads`` shares ``count`` calls among that many threads calling the same concrete
+function at once (TensorFlow runs them concurrently); ``batch`` makes ``count`` calls of
+one tensor of ``batch`` copies of the image and answers the images done. With
+``burst`` (the sequential calls) they give the model's own best throughput on this
+machine, the baseline of the throughput rows.
 
 The image is decoded and normalised before any timing, with Pillow and numpy
 (the same pixels TensorFlow's decoder gives: both use libjpeg's accurate DCT),
@@ -28,7 +36,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
+from collections.abc import Callable
 
 
 def _pixels(path: str, shape: list[int], normalization: str):
@@ -89,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.serve:
         return 0
 
-    def call():
-        return {name: value.numpy() for name, value in fn(**feed).items()}
+    def call(inputs: dict = feed) -> dict:
+        return {name: value.numpy() for name, value in fn(**inputs).items()}
 
     for line in sys.stdin:
         command = json.loads(line)
@@ -112,9 +122,50 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(count):
                 call()
             _say({"seconds": time.perf_counter() - started, "count": count})
+        elif command["cmd"] == "threads":
+            count = int(command["count"])
+            _say({"seconds": _threaded(call, count, int(command["threads"])), "count": count})
+        elif command["cmd"] == "batch":
+            size, calls = int(command["batch"]), int(command["count"])
+            batched = {args.input: tf.concat([tensor] * size, axis=0)}
+            call(batched)
+            started = time.perf_counter()
+            for _ in range(calls):
+                call(batched)
+            _say({"seconds": time.perf_counter() - started, "count": calls * size})
         else:
             _say({"error": f"unknown command {command['cmd']!r}"})
     return 0
+
+
+def _threaded(call: Callable[[], object], count: int, threads: int) -> float:
+    """Wall seconds for ``count`` calls shared by ``threads`` threads, first call to last
+    answer; each thread makes one untimed call first, so no thread starts cold."""
+    remaining = [count]
+    lock = threading.Lock()
+    ready = threading.Barrier(threads + 1)
+    go = threading.Event()
+
+    def worker() -> None:
+        call()
+        ready.wait()
+        go.wait()
+        while True:
+            with lock:
+                if remaining[0] <= 0:
+                    return
+                remaining[0] -= 1
+            call()
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    ready.wait()
+    started = time.perf_counter()
+    go.set()
+    for thread in pool:
+        thread.join()
+    return time.perf_counter() - started
 
 
 def _say(message: dict) -> None:

@@ -126,6 +126,15 @@ class BareWorker:
         """Wall time of ``count`` back-to-back calls (after one untimed call)."""
         return self._ask({"cmd": "burst", "count": count})["seconds"]
 
+    def threaded_seconds(self, count: int, threads: int) -> float:
+        """Wall time of ``count`` calls shared by ``threads`` threads calling at once."""
+        return self._ask({"cmd": "threads", "count": count, "threads": threads})["seconds"]
+
+    def batched(self, calls: int, batch: int) -> tuple[int, float]:
+        """Images done and wall time of ``calls`` calls on ``batch`` copies of the image."""
+        answer = self._ask({"cmd": "batch", "count": calls, "batch": batch})
+        return answer["count"], answer["seconds"]
+
     def peak_rss(self) -> int | None:
         return procs.peak_rss(self.process.pid)
 

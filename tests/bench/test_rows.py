@@ -13,7 +13,14 @@ from bench.memory import memory_rows
 from bench.registry import GROUPS, Group, select
 from bench.report import Goal
 from bench.stats import Latency
-from bench.throughput import throughput_rows
+from bench.throughput import (
+    DirectWays,
+    Tally,
+    baselines,
+    client_share,
+    direct_rows,
+    throughput_rows,
+)
 
 MIB = 1024 * 1024
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +53,50 @@ def test_throughput_rows_one_per_level():
     assert rows[0].ratio == pytest.approx((27 / 30 + 26 / 29) / 2)
     assert rows[0].met is False  # 0.898
     assert rows[1].met is True and rows[1].note == "ours 30.5 req/s"
+
+
+def _ways() -> DirectWays:
+    ways = DirectWays()
+    for way, values in {"sequential": [77.0, 70.0], "threads2": [131.0, 120.0],
+                        "threads4": [151.0, 125.0], "batch8": [166.0, 118.0]}.items():
+        for value in values:
+            ways.keep(way, value)
+    return ways
+
+
+def test_throughput_baseline_is_sequential_at_c1_and_the_models_best_above():
+    ways = _ways()
+    assert ways.best() == [166.0, 125.0]  # each round's best way, batching included
+    assert ways.best_way() == "batch8"  # best median: 142 images/s
+    values, labels = baselines((1, 4), ways)
+    assert values == {1: [77.0, 70.0], 4: [166.0, 125.0]}
+    assert labels == {1: "direct, sequential",
+                      4: "direct, best way (batches of 8 images)"}
+    rows = throughput_rows(4, "m", (1, 4), {1: [70.0, 63.0], 4: [100.0, 100.0]}, values,
+                           Goal(">=", 0.85), baseline_labels=labels)
+    assert rows[0].ratio == pytest.approx((70 / 77 + 63 / 70) / 2) and rows[0].met is True
+    assert rows[1].baseline_label == "direct, best way (batches of 8 images)"
+    assert rows[1].ratio == pytest.approx((100 / 166 + 100 / 125) / 2)
+    assert rows[1].met is False
+
+
+def test_direct_rows_show_each_way_against_the_sequential_call():
+    rows = direct_rows("m", _ways())
+    assert [r.label for r in rows] == [
+        "throughput m, direct call, 2 threads at once",
+        "throughput m, direct call, 4 threads at once",
+        "throughput m, direct call, batches of 8 images"]
+    assert rows[2].note.startswith("images/s")
+    assert rows[0].ratio == pytest.approx((131 / 77 + 120 / 70) / 2)
+
+
+def test_client_share_is_cpu_over_wall_time_on_every_core():
+    tally = Tally()
+    tally.add(16, 0.5, client_cpu=0.2)
+    tally.add(16, 0.5, client_cpu=0.1)
+    assert tally.rate() == 32.0
+    assert client_share(tally, 2) == pytest.approx(0.15)
+    assert client_share(Tally(), 2) == 0.0
 
 
 def test_memory_rows_compare_with_the_model_alone_when_measured():
