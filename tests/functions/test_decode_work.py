@@ -29,6 +29,17 @@ from functions.request.images import inspect_image
 LIMIT = 25_000_000
 
 
+def fastest(call, tries: int = 3) -> float:
+    """The best of a few timings of ``call()``: the work it does, not the shared machine's
+    scheduling noise."""
+    best = float("inf")
+    for _ in range(tries):
+        started = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def jpeg(width: int, height: int, *, progressive: bool, mode: str = "RGB", seed: int = 0,
          flat: bool = False) -> bytes:
     rng = np.random.default_rng(seed)
@@ -81,18 +92,20 @@ def test_real_jpegs_are_counted_scan_for_scan(width, height, progressive, mode, 
 def test_repeated_scan_bombs_are_refused_in_milliseconds(width, height, extra, mode):
     data = repeated_scans(jpeg(width, height, progressive=True, mode=mode, flat=True), extra)
     total = len(scan_spans(data))
-    started = time.perf_counter()
-    if total > MAX_JPEG_SCANS:
-        with pytest.raises(PayloadTooLarge) as refused:
-            inspect_image(data, "images[1]", LIMIT)
-        assert refused.value.status == 413
-        assert refused.value.message == (
-            f"images[1] is a JPEG of more than {MAX_JPEG_SCANS} scans, each one a decoding "
-            f"pass over the whole image; the limit is {MAX_JPEG_SCANS} scans "
-            "(MAX_JPEG_SCANS); save it as a baseline JPEG or a PNG before sending")
-    else:
-        assert inspect_image(data, "images[1]", LIMIT).width == width
-    assert time.perf_counter() - started < 0.1
+
+    def check() -> None:
+        if total > MAX_JPEG_SCANS:
+            with pytest.raises(PayloadTooLarge) as refused:
+                inspect_image(data, "images[1]", LIMIT)
+            assert refused.value.status == 413
+            assert refused.value.message == (
+                f"images[1] is a JPEG of more than {MAX_JPEG_SCANS} scans, each one a "
+                f"decoding pass over the whole image; the limit is {MAX_JPEG_SCANS} scans "
+                "(MAX_JPEG_SCANS); save it as a baseline JPEG or a PNG before sending")
+        else:
+            assert inspect_image(data, "images[1]", LIMIT).width == width
+
+    assert fastest(check) < 0.1
 
 
 def test_the_scan_limit_is_inclusive_and_configurable():
@@ -108,10 +121,12 @@ def test_the_scan_limit_is_inclusive_and_configurable():
 def test_a_jpeg_of_endless_segments_is_refused(segment):
     base = jpeg(16, 16, progressive=False)
     data = base[:-2] + segment * (MAX_JPEG_SEGMENTS + 5) + base[-2:]
-    started = time.perf_counter()
-    with pytest.raises(PayloadTooLarge, match="more than 10,000 marker segments"):
-        inspect_image(data, "body", LIMIT)
-    assert time.perf_counter() - started < 0.1
+
+    def check() -> None:
+        with pytest.raises(PayloadTooLarge, match="more than 10,000 marker segments"):
+            inspect_image(data, "body", LIMIT)
+
+    assert fastest(check) < 0.1
 
 
 @pytest.mark.parametrize("cut", [3, 10, 100, 600, -3, -1])
@@ -190,9 +205,8 @@ def test_single_frame_gifs_pass_untouched(width, height, seed, comment):
 def test_gifs_of_many_frames_become_their_first_frame(width, height, copies, seed):
     first = noise(width, height, seed)
     data = with_frames(gif([first]), copies)
-    started = time.perf_counter()
+    assert fastest(lambda: inspect_image(data, "file", LIMIT)) < 0.1
     image = inspect_image(data, "file", LIMIT)
-    assert time.perf_counter() - started < 0.1
     assert (image.format, image.width, image.height) == ("png", width, height)
     with Image.open(io.BytesIO(image.data)) as png:
         got = np.asarray(png.convert("RGB"))
@@ -203,9 +217,8 @@ def test_gifs_of_many_frames_become_their_first_frame(width, height, copies, see
 @pytest.mark.parametrize("huge", [(65535, 65535), (60000, 1), (1, 60000), (5000, 5000)])
 def test_a_huge_later_frame_is_never_decoded(huge):
     data = with_frames(gif([noise(40, 30)]), 0, huge_later=huge)
-    started = time.perf_counter()
+    assert fastest(lambda: inspect_image(data, "image", LIMIT)) < 0.1
     image = inspect_image(data, "image", LIMIT)
-    assert time.perf_counter() - started < 0.1
     assert (image.format, image.width, image.height) == ("png", 40, 30)
 
 
