@@ -2,11 +2,14 @@
 
 The real functions-framework server on loopback serves the demo model with the document
 on (OPENAPI=true, METRICS=prometheus); schemathesis loads the document from it and sends
-generated requests to every operation: schema-valid ones (with the document's examples)
-and, for the predict operations, schema-violating ones. Every response must conform to
-the document (status, content type, headers, body schema) and none may be a 5xx.
-A bounded number of examples per operation (FUZZ_EXAMPLES, 40 by default) keeps it to
-about a minute on 2 cores.
+generated requests to every operation, the protocols' too (TF Serving REST, the Open
+Inference Protocol, Simple TF Serving's body on / and /predict): schema-valid ones (with
+the document's examples) and, for the POST operations, schema-violating ones. Every
+response must conform to the document (status, content type, headers, body schema) and
+none may be a 5xx. A bounded number of examples per operation keeps it to about two
+minutes on 2 cores: FUZZ_EXAMPLES (40 by default) for the native operations, half that for
+a protocol operation and a quarter for its /versions/ and /labels/ twins, which run the
+same code behind a longer path.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import replace
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import (
@@ -38,7 +41,23 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
 OPERATIONS = [f"{method.upper()} {path}" for path, item in openapi.document(
     replace(Settings(), metrics="prometheus", openapi=True))["paths"].items() for method in item]
+PROTOCOL_PREFIXES = ("/v1/", "/v2")
+
+
+def budget(path: str) -> int:
+    """Examples for one operation and mode: the native ones get FUZZ_EXAMPLES."""
+    if not path.startswith(PROTOCOL_PREFIXES):
+        return EXAMPLES
+    if "/versions/" in path or "/labels/" in path:
+        return max(3, EXAMPLES // 4)
+    return max(5, EXAMPLES // 2)
 MODES = {"valid": GenerationMode.POSITIVE, "invalid": GenerationMode.NEGATIVE}
+
+
+def reaches_the_function(case) -> bool:
+    """False for a path with a line break: functions-framework's Flask router answers it
+    with its own HTML 404 before the function runs (test_a_line_break_in_the_path_...)."""
+    return "%0a" not in case.formatted_path.lower() and "\n" not in case.formatted_path
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +71,17 @@ def api_schema(operated):
 def test_every_answer_conforms_and_none_is_a_5xx(api_schema, label, mode):
     method, path = label.split(" ", 1)
     operation = api_schema[path][method]
-    if mode == "invalid" and method != "POST":
-        pytest.skip("only the predict operations take input that can be invalid")
+    if mode == "invalid" and "requestBody" not in operation.definition.raw:
+        pytest.skip("only the operations with a body take input that can be invalid")
     strategies = [operation.as_strategy(MODES[mode])]
     if mode == "valid":
         strategies += operation.get_strategies_from_examples()
 
     @given(case=st.one_of(strategies))
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+    @settings(max_examples=budget(path), deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     def fuzz(case) -> None:
+        assume(reaches_the_function(case))
         case.call_and_validate(checks=CHECKS, timeout=60)
 
     fuzz()
@@ -74,3 +94,11 @@ def test_the_function_counted_no_5xx_while_fuzzed(operated):
     assert sum(counts.values()) >= 5 * min(EXAMPLES, 20)
     assert [key for key in counts if key[1].startswith("5")
             and key != ("/healthz", "503", "none")] == []
+
+
+@pytest.mark.xfail(strict=True, reason="functions-framework's router (`/<path:path>`, whose "
+                   "pattern stops at a line break) answers before the function: HTML 404")
+def test_a_line_break_in_the_path_is_answered_as_json(operated):
+    response = operated.post("/v1/models/a%0Ab:predict", json={"instances": []})
+    assert response.status_code == 404
+    assert response.headers["Content-Type"].startswith("application/json")
