@@ -55,38 +55,40 @@ def exchange(server: Server, data: bytes, *, half_close: bool = False,
         return read_answer(sock)
 
 
+class AnswerReader:
+    """Answers read one after another from a connection, keeping what arrives early (the
+    next answer to a pipelined request) for the next call."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def _more(self) -> bool:
+        chunk = self.sock.recv(65536)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def answer(self) -> Answer:
+        while b"\r\n\r\n" not in self.buffer:
+            if not self._more():
+                raise AssertionError(f"connection closed without an answer: {self.buffer!r}")
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        if status == 100:  # an interim answer: the real one follows
+            return self.answer()
+        headers = {k.strip().lower(): v.strip() for k, _, v in
+                   (line.partition(":") for line in lines[1:])}
+        length = int(headers.get("content-length", "-1"))
+        while length < 0 or len(self.buffer) < length:
+            if not self._more():
+                break
+        if length < 0:
+            body, self.buffer = self.buffer, b""
+        else:
+            body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return Answer(status, headers, body)
+
+
 def read_answer(sock: socket.socket) -> Answer:
-    raw = b""
-    while b"\r\n\r\n" not in raw:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError(f"connection closed without an answer: {raw!r}")
-        raw += chunk
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    if status == 100:  # an interim answer: the real one follows
-        return read_answer_after(sock, body)
-    headers = {k.strip().lower(): v.strip() for k, _, v in
-               (line.partition(":") for line in lines[1:])}
-    length = int(headers.get("content-length", "-1"))
-    while length < 0 or len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return Answer(status, headers, body[:length] if length >= 0 else body)
-
-
-def read_answer_after(sock: socket.socket, rest: bytes) -> Answer:
-    class Replay:
-        def __init__(self) -> None:
-            self.rest = rest
-
-        def recv(self, size: int) -> bytes:
-            if self.rest:
-                out, self.rest = self.rest, b""
-                return out
-            return sock.recv(size)
-
-    return read_answer(Replay())  # type: ignore[arg-type]
+    return AnswerReader(sock).answer()

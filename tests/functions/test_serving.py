@@ -21,7 +21,14 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tests.conftest import encode, start_server, stop_server
-from tests.functions.serving_helpers import exchange, port_of, read_answer, rss_mib, worker_pid
+from tests.functions.serving_helpers import (
+    AnswerReader,
+    exchange,
+    port_of,
+    read_answer,
+    rss_mib,
+    worker_pid,
+)
 from tests.functions.test_decode_work import repeated_scans, with_frames
 
 pytestmark = pytest.mark.slow
@@ -174,6 +181,19 @@ def test_expect_100_continue_gets_its_interim_answer(served, digit):
         sock.sendall(png)
         answer = read_answer(sock)
     assert answer.json()["predictions"][0]["class_id"] == label
+
+
+def test_pipelined_requests_are_answered_and_a_partial_one_holds_no_thread(served):
+    with socket.create_connection(("127.0.0.1", port_of(served)), timeout=10) as sock:
+        answers = AnswerReader(sock)
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: fn\r\n\r\n" * 2 + b"GET /liv")
+        first, second = answers.answer(), answers.answer()
+        assert (first.status, second.status) == (200, 200)
+        started = time.monotonic()
+        assert served.get("/livez", timeout=10).status_code == 200  # another client
+        assert time.monotonic() - started < 1.0
+        sock.sendall(b"ez HTTP/1.1\r\nHost: fn\r\n\r\n")
+        assert answers.answer().json() == {"status": "alive"}
 
 
 # -- slow clients ------------------------------------------------------------------------
