@@ -7,7 +7,9 @@ Each round starts, one after the other and nothing else of ours running:
 * the bare script on the wrapped SavedModel, fed the JPEG: the same without a
   server, to tell what the in-graph decoding costs from what the server costs;
 * the function as the README starts it (functions-framework, in-process
-  backend), timed to the first 200 for a real JSON base64 request.
+  backend), timed to the first 200 for a real JSON base64 request;
+* the peer (``bentoml serve``, item 7), timed the same way to the first 200
+  for the same photo, when its virtualenv can be had.
 
 The peak memory of each is kept for item 6.
 """
@@ -15,7 +17,10 @@ The peak memory of each is kept for item 6.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+from bench import peer
+from bench.client import BenchError
 from bench.context import MODEL_LABELS, Context
 from bench.direct import bare_argv, cold_start
 from bench.report import Goal, Row
@@ -36,6 +41,8 @@ def run(ctx: Context) -> list[Row]:
     phases: dict[str, list[float]] = {"import_s": [], "load_s": [], "first_call_s": []}
     listening: list[float] = []
     worker_load: list[float] = []
+    bentoml, peer_error = _peer_executable(ctx)
+    peer_s: list[float] = []
     for i in range(ctx.plan.cold_starts):
         ctx.log(f"cold start {label}: round {i + 1}/{ctx.plan.cold_starts}")
         bare = cold_start(bare_argv(model, image))
@@ -57,9 +64,14 @@ def run(ctx: Context) -> list[Row]:
         loaded = model_load_seconds(server.log.read_text(errors="replace"))
         if loaded is not None:
             worker_load.append(loaded)
+        if bentoml is not None and peer_error is None:
+            try:
+                peer_s.append(_peer_cold_start(ctx, bentoml))
+            except BenchError as exc:
+                peer_error = str(exc)[:300]
 
     ours = Paired.of(ours_s, bare_s)
-    wrapped = Paired.of(wrapped_s, bare_s)
+    wrapped_pair = Paired.of(wrapped_s, bare_s)
     breakdown = ", ".join(f"{k[:-2].replace('_', ' ')} {median(v):.2f} s"
                           for k, v in phases.items())
     bare_label = f"bare script ({label}), one call"
@@ -77,17 +89,46 @@ def run(ctx: Context) -> list[Row]:
         function_phases.append(f"listening {median(listening):.2f} s")
     if worker_load:
         function_phases.append(f"worker's model load and warm-up {median(worker_load):.2f} s")
+    peer_label = f"peer BentoML {label} cold start (spawn → first 200)"
+    if peer_error is None and peer_s:
+        theirs = Paired.of(peer_s[:len(bare_s)], bare_s[:len(peer_s)])
+        peer_row = Row(7, peer_label, theirs.value, "s", theirs.baseline, "bare script",
+                       theirs.ratio, note=f"ours {ours.value:.2f} s",
+                       detail={"rounds": theirs.rounds, "peer_s": peer_s})
+    else:
+        peer_row = Row(7, peer_label, status="failed", note=peer_error or "no round ran")
     return [
+        peer_row,
         Row(3, f"cold start {label}, function in-process (spawn → first 200)", ours.value, "s",
             ours.baseline, "bare script", ours.ratio, GOAL,
             note=f"function: {', '.join(function_phases) or 'no phases logged'}; "
                  f"bare script: {breakdown}", detail=detail),
         Row(3, f"cold start {label}, bare script on the wrapped model (diagnostic)",
-            wrapped.value, "s", wrapped.baseline, "bare script", wrapped.ratio,
+            wrapped_pair.value, "s", wrapped_pair.baseline, "bare script", wrapped_pair.ratio,
             note="in-graph JPEG decoding and resize, no server",
-            detail={"rounds": wrapped.rounds, "ratio_min": wrapped.ratio_min,
-                    "ratio_max": wrapped.ratio_max}),
+            detail={"rounds": wrapped_pair.rounds, "ratio_min": wrapped_pair.ratio_min,
+                    "ratio_max": wrapped_pair.ratio_max}),
     ]
+
+
+def _peer_executable(ctx: Context) -> tuple[Path | None, str | None]:
+    """The peer's ``bentoml`` (installed on first use) and no error, or None and why."""
+    try:
+        bentoml, seconds = peer.ensure_venv(ctx.work_dir / "logs" / "peer-install.log", ctx.log)
+    except peer.PeerUnavailable as exc:
+        return None, str(exc)
+    if seconds is not None:
+        ctx.peer_install_seconds = seconds
+    return bentoml, None
+
+
+def _peer_cold_start(ctx: Context, bentoml: Path) -> float:
+    """Seconds from spawning ``bentoml serve`` to its first 200 for the photo."""
+    server = peer.start_peer(bentoml, ctx.models[MODEL], ctx.work_dir / "logs")
+    try:
+        return server.wait_ready(ctx.peer_request(MODEL))
+    finally:
+        server.stop()
 
 
 _LOADED = re.compile(r"model .* loaded in (\d+(?:\.\d+)?) s")

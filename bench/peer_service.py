@@ -5,6 +5,8 @@ Runs only inside the bench's own virtualenv (``build/bench/peer-venv``, made by
 
     POST /predict  {"image": "<standard base64 of a JPEG or PNG>"}
     ->  {"class_id": 3, "score": 0.0021, "top_k": [[3, 0.0021], ...]}
+    POST /predict_batch  {"images": ["<base64>", ...]}
+    ->  [{"class_id": 3, ...}, ...]   (one model call for all of them)
 
 It does what our function does for the same request, as plainly as BentoML
 allows: decode the base64, feed the bytes to the wrapped model (which decodes
@@ -42,12 +44,22 @@ class MobileNet:
 
     @bentoml.api
     def predict(self, image: str) -> dict:
+        return self._answer([image])[0]
+
+    @bentoml.api
+    def predict_batch(self, images: list[str]) -> list[dict]:
+        return self._answer(images)
+
+    def _answer(self, images: list[str]) -> list[dict]:
         try:
-            data = base64.b64decode(image, validate=True)
+            data = [base64.b64decode(image, validate=True) for image in images]
         except (binascii.Error, ValueError) as exc:
             raise bentoml.exceptions.InvalidArgument(f"image is not base64: {exc}") from exc
         tf = self._tf
-        scores = self._fn(**{self._input: tf.constant([data])})[self._output].numpy()[0]
-        order = np.argsort(-scores, kind="stable")[:TOP_K]
-        return {"class_id": int(order[0]), "score": round(float(scores[order[0]]), 6),
-                "top_k": [[int(i), round(float(scores[i]), 6)] for i in order]}
+        batch = self._fn(**{self._input: tf.constant(data)})[self._output].numpy()
+        answers = []
+        for scores in batch:
+            order = np.argsort(-scores, kind="stable")[:TOP_K]
+            answers.append({"class_id": int(order[0]), "score": round(float(scores[order[0]]), 6),
+                            "top_k": [[int(i), round(float(scores[i]), 6)] for i in order]})
+        return answers

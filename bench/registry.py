@@ -55,6 +55,8 @@ GROUPS: tuple[Group, ...] = (
     Group(1, "request bytes", "bench.request_bytes:run"),
     Group(2, "warm latency (and the peer's, item 7)", "bench.latency:run"),
     Group(2, "protocols against the native API", "bench.protocols:run"),
+    Group(2, "a batch of 8 images in one request (and the peer's)", "bench.batch_request:run"),
+    Group(2, "warm latency under LiteRT, float and int8", "bench.litert_latency:run"),
     Group(4, "throughput (and the peer's, item 7)", "bench.throughput:run"),
     Group(5, "masks", "bench.masks:run", optional=True,
           pending_note="the segmentation model is not built yet; bench/masks.py will add "
@@ -63,11 +65,21 @@ GROUPS: tuple[Group, ...] = (
 )
 
 
-def select(numbers: set[int] | None) -> tuple[Group, ...]:
-    """The groups to run: all, or those whose item number is asked (7 runs 2 and 4)."""
-    if not numbers:
-        return GROUPS
-    wanted = set(numbers)
-    if 7 in wanted:
-        wanted |= {2, 4}
-    return tuple(g for g in GROUPS if g.number in wanted)
+def modules(value: str) -> set[str]:
+    """``"throughput, batch_request"`` -> the module names asked for (``--group``)."""
+    return {name.strip().removeprefix("bench.") for name in value.split(",") if name.strip()}
+
+
+def select(numbers: set[int] | None, names: set[str] | None = None) -> tuple[Group, ...]:
+    """The groups to run: all, or those whose item number is asked (7 runs 2 and 4),
+    narrowed to the groups of the named bench modules if any are given."""
+    groups = GROUPS
+    if numbers:
+        wanted = set(numbers)
+        if 7 in wanted:
+            wanted |= {2, 4}
+        groups = tuple(g for g in groups if g.number in wanted)
+    if names:
+        groups = tuple(g for g in groups
+                       if g.target.partition(":")[0].removeprefix("bench.") in names)
+    return groups

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench              # the full run, about 10 minutes on 2 cores
     .venv/bin/python -m bench --quick      # fewer rounds and requests, about 4 minutes
     .venv/bin/python -m bench --only 1,3   # some items of the table only
+    .venv/bin/python -m bench --group batch_request,litert_latency   # some modules only
 
 Progress goes to stderr; the table to stdout and, with the JSON of every row
 (per-round values included), to ``bench/results/``. Exit status: 0 when every
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from bench import procs
 from bench.context import Context, Plan, build_models, run_dir
-from bench.registry import GROUPS, Group, select
+from bench.registry import GROUPS, Group, modules, select
 from bench.report import Row, markdown_table, summary_lines
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -39,6 +40,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="fewer rounds and requests: same method, wider spread")
     parser.add_argument("--only", type=_numbers, default=None, metavar="N,N",
                         help="run only these items of the table (1-7)")
+    parser.add_argument("--group", default="", metavar="MODULE,MODULE",
+                        help="run only the groups of these bench modules (e.g. throughput)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR,
                         help="where to write the JSON and markdown (default: bench/results)")
     parser.add_argument("--check", action="store_true", help="exit 2 when a goal is missed")
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     models = build_models(_log)
     ctx = Context(plan=plan, models=models, work_dir=work_dir, log=_log)
     try:
-        rows, failures = run_groups(ctx, select(args.only))
+        rows, failures = run_groups(ctx, select(args.only, modules(args.group)))
     finally:
         ctx.close()
     seconds = time.monotonic() - started

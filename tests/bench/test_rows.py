@@ -158,6 +158,32 @@ def test_select_groups_by_item():
     assert {g.number for g in select({7})} == {2, 4}
 
 
+def test_select_groups_by_module_name():
+    from bench.registry import modules
+
+    assert modules(" throughput, bench.batch_request ,") == {"throughput", "batch_request"}
+    picked = select(None, modules("throughput,batch_request"))
+    assert [g.target for g in picked] == ["bench.batch_request:run", "bench.throughput:run"]
+    assert select({3}, {"throughput"}) == ()
+
+
+def test_a_batch_request_carries_eight_copies_and_is_checked_for_eight_answers():
+    import base64
+    import json
+
+    from bench.batch_request import batch_body, check_function, check_peer
+    from bench.client import BenchError
+
+    doc = json.loads(batch_body(b"\xff\xd8jpeg"))
+    assert doc == {"images": [base64.b64encode(b"\xff\xd8jpeg").decode()] * 8}
+    check_function(json.dumps({"predictions": [{"class_id": 1}] * 8}).encode())
+    check_peer(json.dumps([{"class_id": 1}] * 8).encode())
+    with pytest.raises(BenchError, match="answered 8 images"):
+        check_function(json.dumps({"predictions": [{"class_id": 1}]}).encode())
+    with pytest.raises(BenchError, match="answered 8 images"):
+        check_peer(b"{}")
+
+
 def test_an_unwritten_optional_group_is_a_pending_row():
     group = Group(5, "masks", "bench.not_written_yet:run", optional=True, pending_note="later")
     assert not group.available()
