@@ -32,8 +32,10 @@ class Server(BaseApplication):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m functions.serving",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m functions.serving",
+        description="Serve the function on gunicorn as the project configures it; every "
+                    "other setting is an environment variable (see the README).")
     parser.add_argument("--host", help="address to listen on (HOST; default 0.0.0.0)")
     parser.add_argument("--port", help="port to listen on (PORT; default 8080)")
     args = parser.parse_args(argv)
