@@ -80,7 +80,7 @@ def test_request_module_logic_under_node():
 
 @pytest.mark.slow
 def test_miniprogram_against_the_real_server(demo_server, digit_files):
-    files = [NODE_TESTS / "server.test.js", NODE_TESTS / "page.test.js"]
+    files = [NODE_TESTS / "server.test.js"]
     summary = run_node_tests(files, {"PREDICT_URL": demo_server.url,
                                      "DIGITS_DIR": str(digit_files.directory)})
     assert (summary.failed, summary.skipped, summary.todo) == (0, 0, 0), summary.output
@@ -88,17 +88,42 @@ def test_miniprogram_against_the_real_server(demo_server, digit_files):
 
 
 @pytest.mark.slow
+def test_page_rendered_by_miniprogram_simulate(demo_server, digit_files):
+    """pages/index rendered and tapped with WeChat's own test tooling, against the real server.
+
+    Real: WeChat's `miniprogram-simulate` (the page's WXML compiled by the official `wcc`
+    from miniprogram-compiler, rendered by j-component over jsdom, its tap and change events,
+    the page's own setData), the page's code and request module, a 2D canvas (Skia, from
+    @napi-rs/canvas) that shrinks the photo and encodes the PNG that is sent, and the
+    function server on loopback. Stand-ins, for what needs a phone (test/simulate-page.js):
+    `Page` registered as the equivalent `Component`, wx.chooseMedia handing back a file from
+    disk, the canvas's native node, and wx.request / wx.uploadFile over Node's http
+    (test/wx-node.js). The page must show exactly what the server answers for the file it
+    sent. The container mode's page test is in test_miniprogram_through_wechat_cloud_run, the
+    mask drawing in test_miniprogram_decodes_masks_as_the_function_does.
+    """
+    simulate()
+    files = [NODE_TESTS / "page.test.js"]
+    summary = run_node_tests(files, {"PREDICT_URL": demo_server.url,
+                                     "DIGITS_DIR": str(digit_files.directory)})
+    assert (summary.failed, summary.skipped, summary.todo) == (0, 0, 0), summary.output
+    assert summary.passed == declared_tests(files) >= 5, summary.output
+
+
+@pytest.mark.slow
 def test_miniprogram_through_wechat_cloud_run(demo_model, digit_files, digits, tmp_path):
     """The container mode: callContainer through the gateway stand-in to the real function,
     photos over 100 KB by cloud file id through the open-API stand-in (see container.test.js
-    and tests/clients/wechat_openapi.py)."""
+    and tests/clients/wechat_openapi.py), and the page rendered by miniprogram-simulate in
+    that mode showing what the function answered."""
+    simulate()
     from PIL import Image
 
     from tests.clients.wechat_openapi import WechatOpenApi
     from tests.conftest import start_server, stop_server
 
     six = digits.x_test[int(np.flatnonzero(digits.y_test == 6)[0])]
-    big = np.asarray(Image.fromarray(six).resize((700, 700), Image.BICUBIC), np.int16)
+    big = np.asarray(Image.fromarray(six).resize((700, 700), Image.Resampling.BICUBIC), np.int16)
     noise = np.random.default_rng(6).integers(-12, 13, big.shape)
     photo = tmp_path / "tmp_photo.jpg"
     Image.fromarray(np.clip(big + noise, 0, 255).astype(np.uint8)).save(photo, quality=95)
@@ -128,6 +153,15 @@ def typescript() -> Path:
         pytest.skip("examples/miniprogram/node_modules is missing: run `make node-deps` "
                     "(npm ci) for TypeScript and miniprogram-api-typings")
     return tsc
+
+
+def simulate() -> Path:
+    """miniprogram-simulate, installed by ``npm ci`` in examples/miniprogram (make node-deps)."""
+    path = MINIPROGRAM / "node_modules" / "miniprogram-simulate"
+    if not path.is_dir():
+        pytest.skip("examples/miniprogram/node_modules is missing: run `make node-deps` "
+                    "(npm ci) for miniprogram-simulate")
+    return path
 
 
 def test_sample_type_checks_against_wechat_typings():
@@ -212,7 +246,10 @@ def test_miniprogram_project_is_complete():
 def test_miniprogram_decodes_masks_as_the_function_does(segmentation_server, scene_files,
                                                         tmp_path):
     """Real replies of the segmentation demo, decoded by the request module under Node, give
-    exactly the masks the function's own decoder gives, and those match the drawn shapes."""
+    exactly the masks the function's own decoder gives, and those match the drawn shapes; the
+    page rendered by miniprogram-simulate tints them into the photo inside the answer's boxes
+    and outlines each box on its (real, Skia) result canvas."""
+    simulate()
     from bench.maskdecode import decode_mask
 
     out = tmp_path / "decoded.json"

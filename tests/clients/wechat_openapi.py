@@ -62,7 +62,7 @@ class WechatOpenApi:
     def url(self) -> str:
         assert self.server is not None
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def file_id(self, path: str) -> str:
         return f"cloud://{self.env}.{self.bucket}/{path}"

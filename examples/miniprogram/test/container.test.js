@@ -17,11 +17,11 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const {
-  createContainerClient, fromWx, PredictError, CONTAINER_LIMIT_BYTES,
+  createContainerClient, fromWx, PredictError, CONTAINER_LIMIT_BYTES, describe,
 } = require('../utils/predict-client');
 const { startGateway } = require('./cloudrun-gateway');
 const { createWx } = require('./wx-node');
-const { loadPage } = require('./page-harness');
+const { renderPage } = require('./simulate-page');
 
 const { CONTAINER_URL, OPENAPI_URL, CLOUD_ENV, DIGITS_DIR, PHOTO_FILE } = process.env;
 const skip = CONTAINER_URL && OPENAPI_URL && CLOUD_ENV && DIGITS_DIR && PHOTO_FILE ? false
@@ -115,14 +115,26 @@ test('the page in container mode shows the label, sent by callContainer', { skip
     const gateway = await startGateway({ upstream: CONTAINER_URL, env: CLOUD_ENV,
       service: SERVICE, openid: OPENID, appid: 'wx0123456789abcdef' });
     try {
-      const { page, wx } = loadPage(digit('2'), 'https://unused.example/predict', {
-        mode: 'container', cloud: { env: CLOUD_ENV, service: SERVICE, path: '/predict' },
-      }, { gatewayUrl: gateway.url, storageUrl: OPENAPI_URL });
-      await page.onChoose();
-      assert.equal(page.data.error, '');
-      assert.match(page.data.label, /^2 \(/);
-      assert.match(page.data.sent, /^28x28 PNG via wx\.cloud\.callContainer \(inline\), \d+ ms$/);
+      const { view, tap, wx, exported } = renderPage(digit('2'),
+        'https://unused.example/predict', {
+          mode: 'container', cloud: { env: CLOUD_ENV, service: SERVICE, path: '/predict' },
+        }, { gatewayUrl: gateway.url, storageUrl: OPENAPI_URL });
+      await tap();
+      const shown = view();
+      assert.deepEqual(shown.error, []);
       assert.deepEqual(wx.sent.map((s) => s.api), ['callContainer']);
+      // What the page shows is what the function answers, through the gateway, for the
+      // very PNG the page's canvas exported.
+      const client = createContainerClient({ env: CLOUD_ENV, service: SERVICE,
+        transport: fromWx(createWx({ gatewayUrl: gateway.url, storageUrl: OPENAPI_URL })) });
+      const answer = (await client.predict(exported[0].file, { top_k: 3 })).predictions[0];
+      assert.equal(answer.label, '2');
+      assert.equal(shown.texts.find((t) => t.class === 'label').text, describe(answer));
+      assert.deepEqual(shown.topK, answer.top_k.map((item) => [String(item.label),
+        `${(item.score * 100).toFixed(1)}%`]));
+      assert.match(shown.texts.find((t) => t.class === 'sent').text,
+        /^28x28 PNG via wx\.cloud\.callContainer \(inline\), \d+ ms$/);
+      assert.equal(gateway.seen[0].headers['x-wx-openid'], OPENID);
     } finally {
       await gateway.close();
     }

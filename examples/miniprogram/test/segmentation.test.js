@@ -14,8 +14,10 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 
+const { createCanvas, Image } = require('@napi-rs/canvas');
+
 const client = require('../utils/predict-client');
-const { loadPage } = require('./page-harness');
+const { renderPage } = require('./simulate-page');
 const { createWx } = require('./wx-node');
 
 const { SEGMENT_URL, SCENE_FILE, SCENE_PNG, MASKS_OUT } = process.env;
@@ -81,27 +83,65 @@ test('png masks are left to the canvas and the json request carries mask_format'
     });
   });
 
-test('the page tints polygon masks into the photo and outlines every box', { skip },
+/** The scene drawn alone at the result canvas's size: what the page shows before masks. */
+function plainPhoto(width, height) {
+  const image = new Image();
+  image.src = fs.readFileSync(SCENE_PNG);
+  const canvas = createCanvas(width, height);
+  const ctx = canvas.getContext('2d');
+  ctx.drawImage(image, 0, 0, width, height);
+  return ctx.getImageData(0, 0, width, height).data;
+}
+
+test('the rendered page tints polygon masks into the photo and outlines every box', { skip },
   async () => {
-    const { page, log } = loadPage(SCENE_PNG, SEGMENT_URL,
+    const { view, tap, log, exported } = renderPage(SCENE_PNG, SEGMENT_URL,
       { inputSize: { width: 512, height: 512 }, maskFormat: 'polygon' });
-    await page.onChoose();
-    assert.equal(page.data.error, '');
-    assert.match(page.data.label, /^7 found: /);
-    assert.match(page.data.sent, /^640x480 JPG via wx\.request, \d+ ms$/);
+    await tap();
+    const shown = view();
+    assert.deepEqual(shown.error, []);
+    // The page sent the canvas's 640x480 JPEG; it shows what the function answers for it.
+    assert.deepEqual(exported.map((e) => [e.fileType, e.width, e.height]), [['jpg', 640, 480]]);
+    const c = client.createClient({ endpoint: SEGMENT_URL, transport: client.fromWx(createWx()) });
+    const answer = (await c.predictJson(exported[0].file, { mask_format: 'polygon' }))
+      .predictions[0];
+    assert.equal(client.instancesOf(answer).length, 7);
+    assert.equal(shown.texts.find((t) => t.class === 'label').text, client.describe(answer));
+    assert.match(shown.texts.find((t) => t.class === 'sent').text,
+      /^640x480 JPG via wx\.request, \d+ ms$/);
+    assert.equal(shown.canvases.result.style, 'width: 320px; height: 240px;');
+    // Every box the answer holds is outlined, scaled from 640x480 to the 320x240 canvas.
+    const boxes = log.filter((entry) => entry[0] === 'result' && entry[1] === 'strokeRect')
+      .map((entry) => entry.slice(2));
+    assert.deepEqual(boxes, client.instancesOf(answer).map((instance) => {
+      const box = client.boxOf(instance, 320, 240, client.frameOf(answer, null));
+      return [box.x, box.y, box.width, box.height];
+    }));
+    // The masks tinted thousands of the photo's pixels, and only inside those boxes.
     const [, , pixels] = log.find((entry) => entry[0] === 'result' && entry[1] === 'putImageData');
-    const tinted = pixels.data.filter((v, i) => i % 4 === 0 && v > 0).length;
+    const plain = plainPhoto(320, 240);
+    let tinted = 0;
+    for (let p = 0; p < 320 * 240; p += 1) {
+      const i = p * 4;
+      if (Math.abs(pixels.data[i] - plain[i]) + Math.abs(pixels.data[i + 1] - plain[i + 1])
+        + Math.abs(pixels.data[i + 2] - plain[i + 2]) > 24) {
+        tinted += 1;
+        const x = p % 320;
+        const y = Math.floor(p / 320);
+        assert.ok(boxes.some(([bx, by, bw, bh]) => x >= bx - 1 && x <= bx + bw + 1
+          && y >= by - 1 && y <= by + bh + 1), `pixel ${x},${y} tinted outside every box`);
+      }
+    }
     assert.ok(tinted > 5000, `${tinted} pixels tinted`);
-    const boxes = log.filter((entry) => entry[0] === 'result' && entry[1] === 'strokeRect');
-    assert.equal(boxes.length, 7);
   });
 
 test('the page lays png masks over the photo at their boxes', { skip }, async () => {
-  const { page, log } = loadPage(SCENE_PNG, SEGMENT_URL,
-    { inputSize: { width: 512, height: 512 }, maskFormat: 'png', sendAs: 'upload' });
-  page.onSendAsChange({ detail: { value: 'upload' } });
-  await page.onChoose();
-  assert.equal(page.data.error, '');
+  const { view, tap, choose, log, wx } = renderPage(SCENE_PNG, SEGMENT_URL,
+    { inputSize: { width: 512, height: 512 }, maskFormat: 'png' });
+  await choose('upload');
+  await tap();
+  assert.deepEqual(view().error, []);
+  assert.deepEqual(wx.sent.map((s) => s.api), ['compressImage', 'uploadFile']);
   const masks = log.filter((entry) => entry[0] === 'result' && entry[1] === 'drawImage'
     && String(entry[2].loaded).startsWith('data:image/png;base64,iVBOR'));
   assert.equal(masks.length, 7);
