@@ -17,11 +17,14 @@ import flask
 import functions_framework
 
 from functions.config import ConfigError
-from functions.errors import PayloadTooLarge, render
+from functions.errors import PayloadTooLarge, ServiceError, render
 from functions.httpio import Headers, HttpRequest, HttpResponse
 from functions.platforms.process import MISCONFIGURED, ProcessApp
 
 _app = ProcessApp()
+REFUSED = "functions.refused"
+"""WSGI environ key under which a server in front hands over a `ServiceError` it refused
+the request with, so the app answers it in the shape of the route (and logs, counts it)."""
 
 
 @functions_framework.http
@@ -31,8 +34,10 @@ def predict(request: flask.Request) -> flask.Response:
     except ConfigError:
         return _flask(render(MISCONFIGURED))
     limit = app.settings.max_body_bytes
-    refused = None
-    if request.content_length is not None and request.content_length > limit:
+    refused: ServiceError | None = request.environ.get(REFUSED)
+    if refused is not None:  # a server in front refused the body already (functions.serving)
+        body = b""
+    elif request.content_length is not None and request.content_length > limit:
         refused, body = _too_large(request.content_length, limit), b""
     else:
         body = request.stream.read(limit + 1)

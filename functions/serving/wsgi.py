@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from gunicorn.http import errors as http_errors
 
 from functions.config import ConfigError, Settings
-from functions.errors import BadRequest, PayloadTooLarge, ServiceError, render
+from functions.errors import BadRequest, PayloadTooLarge, ServiceError
+from functions.main import REFUSED
 
 SOURCE = Path(__file__).resolve().parent.parent.parent / "main.py"
 """The repository's main.py, which functions-framework loads as the CLI does."""
@@ -46,17 +46,18 @@ class BodyCheck:
             body = environ["wsgi.input"].read(self.max_body + 1)
         except (http_errors.NoMoreData, http_errors.ChunkMissingTerminator,
                 http_errors.InvalidChunkSize, http_errors.InvalidChunkExtension) as exc:
-            return _answer(BadRequest(f"the request body is malformed or cut short "
-                                      f"({type(exc).__name__})"), start_response)
+            return self._answer(BadRequest(f"the request body is malformed or cut short "
+                                           f"({type(exc).__name__})"), environ,
+                                start_response)
         if len(body) > self.max_body:
-            return _answer(PayloadTooLarge(
+            return self._answer(PayloadTooLarge(
                 f"request body is more than {self.max_body} bytes; the limit is "
                 f"{self.max_body} bytes (MAX_BODY_BYTES)", headers={"Connection": "close"}),
-                start_response)
+                environ, start_response)
         if declared.isdigit() and len(body) < int(declared):
-            return _answer(BadRequest(f"the request body ended after {len(body)} of the "
-                                      f"{declared} bytes its Content-Length announced"),
-                           start_response)
+            return self._answer(BadRequest(f"the request body ended after {len(body)} of "
+                                           f"the {declared} bytes its Content-Length "
+                                           "announced"), environ, start_response)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
@@ -64,23 +65,35 @@ class BodyCheck:
         return self.app(environ, start_response)
 
 
-def _answer(error: ServiceError, start_response: StartResponse) -> Iterable[bytes]:
-    response = render(error)
-    headers = {**response.headers, "Content-Length": str(len(response.body)),
-               "Connection": "close"}
-    start_response(f"{response.status} {HTTPStatus(response.status).phrase}",
-                   list(headers.items()))
-    return [response.body]
+    def _answer(self, error: ServiceError, environ: dict[str, Any],
+                start_response: StartResponse) -> Iterable[bytes]:
+        """The app answers the refusal, in the shape of the route it was sent to."""
+        environ[REFUSED] = error
+        environ["wsgi.input"] = io.BytesIO(b"")
+        environ["CONTENT_LENGTH"] = "0"
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+
+        def closing(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
+            kept = [(k, v) for k, v in headers if k.lower() != "connection"]
+            return start_response(status, [*kept, ("Connection", "close")], *rest)
+
+        return self.app(environ, closing)
 
 
 def build() -> WsgiApp:
+    import flask
     import functions_framework
+
+    from functions.main import predict
 
     try:
         max_body = Settings.from_env().max_body_bytes
     except ConfigError:
         max_body = Settings.max_body_bytes  # the app itself answers what is misconfigured
     flask_app = functions_framework.create_app(target="predict", source=str(SOURCE))
+    # Paths Flask's router cannot match (an encoded line break, say) reach the function
+    # too, which answers them as JSON like any unknown path, instead of Flask's HTML 404.
+    flask_app.register_error_handler(404, lambda _: predict(flask.request))
     return BodyCheck(flask_app, max_body)
 
 
