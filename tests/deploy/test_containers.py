@@ -11,6 +11,8 @@ set, its command run, images POSTed, answers checked.
 - ``infra/tfserving/Dockerfile.function-gpu``: compose.gpu.yaml's `function-gpu` service
   (Python 3.11, the image's TensorFlow stood in for by tensorflow-cpu of the same release, no
   GPU here), the model mounted at /model as compose mounts it.
+- ``deploy/scf/image/Dockerfile``: the Tencent SCF image function (Python 3.12), on the port
+  SCF sends HTTP to (9000), the model mounted where MODEL_URI points.
 
 Each image must start from what it installed: no source is left where the process starts,
 and the package comes from the virtualenv's site-packages.
@@ -38,7 +40,8 @@ PIP_CACHE = ROOT / "build" / "pip-cache"
 LAMBDA = ROOT / "Dockerfile"
 THIN = ROOT / "infra" / "tfserving" / "Dockerfile.function"
 GPU = ROOT / "infra" / "tfserving" / "Dockerfile.function-gpu"
-REHEARSED = (LAMBDA, THIN, GPU)
+SCF_IMAGE = ROOT / "deploy" / "scf" / "image" / "Dockerfile"
+REHEARSED = (LAMBDA, THIN, GPU, SCF_IMAGE)
 EVENTS = ROOT / "events"
 EXPECTED = json.loads((EVENTS / "expected.json").read_text())
 
@@ -49,12 +52,12 @@ def dockerfiles() -> list[Path]:
 
 
 def test_every_dockerfile_is_rehearsed():
-    """A new Dockerfile needs a rehearsal: here, or in another tests/deploy module that
-    names it."""
-    others = "".join(p.read_text() for p in (ROOT / "tests" / "deploy").glob("test_*.py")
-                     if p.name != Path(__file__).name)
-    missing = [str(p.relative_to(ROOT)) for p in dockerfiles()
-               if p not in REHEARSED and str(p.relative_to(ROOT)) not in others]
+    """A new Dockerfile needs a rehearsal: here, or in a test module that uses the harness
+    and names the Dockerfile's folder."""
+    users = [p.read_text() for p in (ROOT / "tests").rglob("test_*.py")
+             if p.name != Path(__file__).name and "dockerfile_rehearsal" in p.read_text()]
+    missing = [str(p.relative_to(ROOT)) for p in dockerfiles() if p not in REHEARSED
+               and not any(f'"{p.parent.name}"' in text for text in users)]
     assert missing == []
 
 
@@ -181,6 +184,31 @@ def test_gpu_image_answers_with_the_mounted_model(gpu_image, demo_model, digits,
     env = compose_environment(ROOT / "infra" / "tfserving" / "compose.gpu.yaml", "function-gpu")
     container = gpu_image.start(env, volumes={"/model": demo_model.served},
                                 log=tmp_path / "gpu.log")
+    try:
+        container.wait_ready()
+        for label, png in digit_requests(digits):
+            response = container.post(files={"file": ("d.png", png, "image/png")})
+            assert response.status_code == 200, response.text
+            assert response.json()["predictions"][0]["class_id"] == label
+    finally:
+        container.stop()
+
+
+# -- the Tencent SCF image function ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scf_image(tmp_path_factory) -> Image:
+    return image_for(SCF_IMAGE, tmp_path_factory)
+
+
+def test_scf_image_answers_on_the_port_scf_calls(scf_image, demo_model, digits, tmp_path):
+    assert scf_image.exposed == [9000]
+    site = next((scf_image.venv / "lib").glob("python3.*/site-packages"))
+    assert (site / "functions" / "main.py").is_file(), "the project is installed"
+    container = scf_image.start({"MODEL_URI": "/opt/model"},
+                                volumes={"/opt/model": demo_model.served},
+                                log=tmp_path / "scf.log")
     try:
         container.wait_ready()
         for label, png in digit_requests(digits):
