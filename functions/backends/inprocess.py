@@ -3,6 +3,13 @@
 TensorFlow is imported here and nowhere else in `functions`, so an adapter
 configured for a remote model server starts without it. A loaded signature
 is safe to call from several threads at once; TF runs them concurrently.
+
+The signature is called with its inputs already flattened (``_call_flat``, in the
+order TensorFlow flattens a dict: sorted names) when the request carries exactly its
+inputs: that skips binding keyword arguments to the structured signature, about 70 µs
+of CPU a call measured on the demo model (`bench.breakdown`'s backend layer). The
+inputs were checked against the model's metadata before, so that binding checked
+nothing new; any other case takes the ordinary keyword call.
 """
 
 from __future__ import annotations
@@ -40,11 +47,19 @@ class InProcessBackend:
             raise ModelNotReady(f"model at {path} has no signature {self.metadata.signature!r}")
         self._loaded = loaded  # keeps the variables alive
         self._fn = loaded.signatures[self.metadata.signature]
+        self._flat_names = _flat_input_names(self._fn)
+
+    def _call(self, tensors: dict) -> dict:
+        if self._flat_names is not None and len(tensors) == len(self._flat_names) \
+                and all(name in tensors for name in self._flat_names):
+            return self._fn._call_flat([tensors[name] for name in self._flat_names],
+                                       self._fn.captured_inputs)
+        return self._fn(**tensors)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tf = self._tf
         try:
-            outputs = self._fn(**{name: tf.constant(value) for name, value in inputs.items()})
+            outputs = self._call({name: tf.constant(value) for name, value in inputs.items()})
         except tf.errors.InvalidArgumentError as exc:
             # The inputs were checked before; what the graph still refuses is image data
             # whose header looked right but whose body does not decode.
@@ -54,3 +69,18 @@ class InProcessBackend:
         except tf.errors.ResourceExhaustedError as exc:
             raise ServiceError("the model ran out of memory on this request") from exc
         return {name: value.numpy() for name, value in outputs.items()}
+
+
+def _flat_input_names(fn: object) -> list[str] | None:
+    """The signature's input names in its flat call order, or None when the flat call is
+    not there (another TensorFlow) or the signature is not keyword tensors only."""
+    call_flat = getattr(fn, "_call_flat", None)
+    signature = getattr(fn, "structured_input_signature", None)
+    if not callable(call_flat) or not isinstance(signature, tuple) or len(signature) != 2:
+        return None
+    args, kwargs = signature
+    if args or not isinstance(kwargs, dict) or not kwargs:
+        return None
+    if not all(hasattr(spec, "dtype") and hasattr(spec, "shape") for spec in kwargs.values()):
+        return None
+    return sorted(kwargs)
