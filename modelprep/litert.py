@@ -649,11 +649,7 @@ def _write_flavour(out: Path, flavour: str, content: bytes, served: ModelMetadat
                 "litert_flavour": flavour,
                 **({"calibration": calibration} if calibration else {})},
     )
-    out.mkdir(parents=True, exist_ok=True)
-    model_name, metadata_name = litert_files(flavour)
-    model_path, metadata_path = out / model_name, out / metadata_name
-    _write_atomically(model_path, content)
-    _write_atomically(metadata_path, metadata.to_json().encode("utf-8"))
+    model_path, metadata_path = write_flavour(out, flavour, content, metadata)
     return FlavourFile(flavour, model_path, metadata_path, metadata)
 
 
@@ -678,6 +674,17 @@ def _load_flavour_metadata(path: Path) -> ModelMetadata:
         return ModelMetadata.from_json(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, MetadataError) as exc:
         raise SourceError(f"LiteRT metadata {path} is missing or unusable: {exc}") from exc
+
+
+def write_flavour(out: Path, flavour: str, content: bytes, metadata: ModelMetadata
+                  ) -> tuple[Path, Path]:
+    """The flavour's ``.tflite`` and its metadata ``.json`` in ``out``, each written whole."""
+    out.mkdir(parents=True, exist_ok=True)
+    model_name, metadata_name = litert_files(flavour)
+    model_path, metadata_path = out / model_name, out / metadata_name
+    _write_atomically(model_path, content)
+    _write_atomically(metadata_path, metadata.to_json().encode("utf-8"))
+    return model_path, metadata_path
 
 
 def _write_atomically(path: Path, content: bytes) -> None:

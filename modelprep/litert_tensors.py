@@ -282,7 +282,7 @@ def _write_flavour(out: Path, flavour: str, content: bytes, served: ModelMetadat
 
     from functions.backends.litert import LiteRTTensorModel
     from functions.errors import ModelNotReady
-    from modelprep.litert import _write_atomically
+    from modelprep.litert import write_flavour
 
     signatures = Interpreter(model_content=content).get_signature_list()
     if len(signatures) != 1:
@@ -294,11 +294,7 @@ def _write_flavour(out: Path, flavour: str, content: bytes, served: ModelMetadat
         "litert_flavour": flavour, "litert_inputs": "the prepared model's",
         "verified_against": VERIFIED_AGAINST,
         **({"calibration": calibration} if calibration else {})})
-    out.mkdir(parents=True, exist_ok=True)
-    model_name, metadata_name = litert_files(flavour)
-    model_path, metadata_path = out / model_name, out / metadata_name
-    _write_atomically(model_path, content)
-    _write_atomically(metadata_path, metadata.to_json().encode("utf-8"))
+    model_path, metadata_path = write_flavour(out, flavour, content, metadata)
     try:  # what the backend will check when it loads it
         LiteRTTensorModel(model_path, metadata)
     except ModelNotReady as exc:
