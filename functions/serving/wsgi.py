@@ -12,6 +12,7 @@ thread is taken; this check keeps any other gunicorn worker honest too.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,11 @@ from functions.config import ConfigError, Settings
 from functions.errors import BadRequest, PayloadTooLarge, ServiceError
 from functions.main import REFUSED
 
-SOURCE = Path(__file__).resolve().parent.parent.parent / "main.py"
-"""The repository's main.py, which functions-framework loads as the CLI does."""
+SOURCE = Path(os.environ.get("FUNCTION_SOURCE")
+              or Path(__file__).resolve().parent.parent.parent / "main.py")
+"""The main.py functions-framework loads, as its CLI does: FUNCTION_SOURCE (the variable
+functions-framework itself reads for --source, set by images that install the project
+as a package and copy main.py beside it), else the repository's own."""
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
