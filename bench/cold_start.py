@@ -28,7 +28,7 @@ from bench.server import start_function
 from bench.stats import Paired, median
 
 MODEL = "mobilenet_v2"
-GOAL = Goal("<=", 1.15)
+GOAL = Goal("<=", 1.10)
 
 
 def run(ctx: Context) -> list[Row]:

@@ -31,7 +31,7 @@ from bench.server import ROOT, quiet_env
 from bench.stats import Latency, Paired, median
 
 MODELS = ("mobilenet_v2", "digits")
-GOALS = {"mobilenet_v2": Goal("<=", 1.05)}
+GOALS = {"mobilenet_v2": Goal("<=", 1.10)}
 """The latency goal is for MobileNetV2; digits shows what the adapter costs on a model
 that takes well under a millisecond, where any HTTP round trip is a large ratio."""
 

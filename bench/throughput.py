@@ -205,11 +205,11 @@ def _measure(ctx: Context, model: str) -> list[Row]:
                                  "client_cpu_s_per_request": cpu_per_request[level],
                                  "direct_ways_rps": ways.by_way})
             for row, level in zip(rows, plan.concurrency, strict=True)]
+    ours_by_level = {level: row.value for level, row in zip(plan.concurrency, rows,
+                                                            strict=True)}
     rows += direct_rows(label, ways)
     if model == "mobilenet_v2":
         if peer_server is not None:
-            ours_by_level = {level: row.value for level, row in zip(plan.concurrency, rows,
-                                                                    strict=True)}
             rows += throughput_rows(7, f"peer BentoML {label} throughput", plan.concurrency,
                                     theirs, base, None,
                                     notes={level: f"ours {ours_by_level[level]:.1f} req/s"
