@@ -23,7 +23,7 @@ from bench import peer
 from bench.client import BenchError
 from bench.context import MODEL_LABELS, Context
 from bench.direct import bare_argv, cold_start
-from bench.report import Goal, Row
+from bench.report import Goal, Row, versus_peer
 from bench.server import start_function
 from bench.stats import Paired, median
 
@@ -97,8 +97,12 @@ def run(ctx: Context) -> list[Row]:
                        detail={"rounds": theirs.rounds, "peer_s": peer_s})
     else:
         peer_row = Row(7, peer_label, status="failed", note=peer_error or "no round ran")
+    peer_rows = [peer_row]
+    if peer_row.status == "ok":
+        peer_rows.append(versus_peer(f"{label} cold start", ours_s, peer_s, "s",
+                                     higher_is_better=False))
     return [
-        peer_row,
+        *peer_rows,
         Row(3, f"cold start {label}, function in-process (spawn → first 200)", ours.value, "s",
             ours.baseline, "bare script", ours.ratio, GOAL,
             note=f"function: {', '.join(function_phases) or 'no phases logged'}; "

@@ -26,7 +26,7 @@ from dataclasses import replace
 from bench import client
 from bench.client import BenchError, Request
 from bench.context import MODEL_LABELS, Context
-from bench.report import Goal, Row
+from bench.report import Goal, Row, versus_peer
 from bench.server import ROOT, quiet_env
 from bench.stats import Latency, Paired, median
 
@@ -112,6 +112,10 @@ def _measure(ctx: Context, model: str) -> list[Row]:
                                      rounds["direct"], None)
             ours_p = {"p50": rows[0].value, "p99": rows[1].value}
             rows += [replace(r, note=f"ours {ours_p[r.label[-3:]]:.1f} ms") for r in peer_rows]
+            rows.append(versus_peer(f"{label} warm p50",
+                                    [r.p50 * 1000 for r in rounds["ours"]],
+                                    [r.p50 * 1000 for r in rounds["peer"]], "ms",
+                                    higher_is_better=False))
         else:
             rows.append(Row(7, f"peer BentoML {label} latency", status="failed",
                             note=peer_error))

@@ -196,9 +196,27 @@ def summary_lines(rows: Sequence[Row]) -> list[str]:
     for row in sorted(rows, key=lambda r: r.group):
         if row.status != "ok":
             out.append(f"{row.status}: {row.group} {row.label}: {row.note}")
-        elif row.met is False:
+        elif row.met is False and row.goal is not None:
             got = (format_ratio(row.ratio) if row.goal.on == "ratio"
                    else format_value(row.value, row.unit))
             out.append(f"goal missed: {row.group} {row.label}: {got} "
                        f"(goal {row.goal.describe(row.unit)})")
     return out
+
+
+PEER_MARGIN = 0.05
+"""How far ahead of the peer the function must be on p50, c=1 throughput and cold start."""
+
+
+def versus_peer(measure: str, ours: list[float], theirs: list[float], unit: str,
+                higher_is_better: bool) -> Row:
+    """Ours against the peer's, paired by round, with the goal of a 5 % lead (pure)."""
+    from bench.stats import Paired
+
+    rounds = min(len(ours), len(theirs))
+    paired = Paired.of(ours[:rounds], theirs[:rounds])
+    goal = Goal(">=", 1 + PEER_MARGIN) if higher_is_better else Goal("<=", 1 - PEER_MARGIN)
+    return Row(7, f"ours against the peer: {measure}", paired.value, unit, paired.baseline,
+               "peer BentoML", paired.ratio, goal,
+               detail={"rounds": paired.rounds, "ratio_min": paired.ratio_min,
+                       "ratio_max": paired.ratio_max})

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 
 from bench import client
 from bench.context import MODEL_LABELS, Context
-from bench.report import Goal, Row
+from bench.report import Goal, Row, versus_peer
 from bench.stats import Paired, median, throughput
 
 MODELS = ("mobilenet_v2", "digits")
@@ -215,6 +215,9 @@ def _measure(ctx: Context, model: str) -> list[Row]:
                                     notes={level: f"ours {ours_by_level[level]:.1f} req/s"
                                            for level in plan.concurrency},
                                     baseline_labels=base_labels)
+            rows.append(versus_peer(f"{label} throughput c={plan.concurrency[0]}",
+                                    ours[plan.concurrency[0]], theirs[plan.concurrency[0]],
+                                    "req/s", higher_is_better=True))
         else:
             rows.append(Row(7, f"peer BentoML {label} throughput", status="failed",
                             note=peer_error))

@@ -90,6 +90,23 @@ def test_direct_rows_show_each_way_against_the_sequential_call():
     assert rows[0].ratio == pytest.approx((131 / 77 + 120 / 70) / 2)
 
 
+def test_versus_peer_asks_a_five_percent_lead_paired_by_round():
+    from bench.report import versus_peer
+
+    p50 = versus_peer("m warm p50", [18.0, 20.0, 17.0], [19.0, 21.5, 18.0], "ms",
+                      higher_is_better=False)
+    assert (p50.group, p50.label, p50.baseline_label) == (7, "ours against the peer: m warm p50",
+                                                         "peer BentoML")
+    assert p50.ratio == pytest.approx(17 / 18)  # median of 0.947, 0.930, 0.944
+    assert p50.met is True  # 0.944 <= 0.95
+    level = versus_peer("m warm p50", [19.0, 21.0], [19.5, 21.5], "ms", higher_is_better=False)
+    assert level.met is False  # 2-3 % ahead is level, not ahead
+    c1 = versus_peer("m c=1", [80.0, 82.0], [75.0, 78.0, 70.0], "req/s", higher_is_better=True)
+    assert c1.detail["rounds"] == 2
+    assert c1.goal is not None and c1.goal.describe() == "≥ 1.05x"
+    assert c1.met is True  # 1.067 and 1.051
+
+
 def test_client_share_is_cpu_over_wall_time_on_every_core():
     tally = Tally()
     tally.add(16, 0.5, client_cpu=0.2)
