@@ -216,3 +216,15 @@ def test_worker_model_load_is_read_from_the_servers_json_log():
            '{"message": "POST / 200"}\n')
     assert model_load_seconds(log) == 11.19
     assert model_load_seconds('{"message": "model failed to load"}') is None
+
+
+def test_serving_stack_table_shows_medians_per_server():
+    from bench.serving_stack import STACKS, format_table
+
+    results = {"ff": {"p50_ms": [2.0, 1.0, 3.0], "c1": [500.0, 520.0, 480.0],
+                      "c4": [600.0, 610.0, 590.0], "c8": [640.0, 650.0, 630.0],
+                      "peak_rss_mib": 690.4}}
+    assert format_table(results, "digits", 3).splitlines()[-1] == (
+        "| ff | 2.00 ms | 500 req/s | 600 req/s | 640 req/s | 690 MiB |")
+    assert STACKS[0].module == "functions_framework"
+    assert {s.module for s in STACKS[1:]} == {"functions.serving"}
