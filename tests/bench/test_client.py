@@ -148,3 +148,48 @@ def _far() -> float:
     import time
 
     return time.perf_counter() + 30
+
+
+class Framing(BaseHTTPRequestHandler):
+    """Answers in the framings a server may choose: chunked, or closing the connection."""
+
+    protocol_version = "HTTP/1.1"
+    wbufsize = -1
+
+    def do_GET(self):  # noqa: N802 - the http.server API
+        if self.path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for piece in (b'{"a": ', b'"chunked"}'):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b'{"a": "until close"}')
+            self.close_connection = True
+        self.wfile.flush()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_connection_reads_chunked_and_close_delimited_answers_and_reconnects():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Framing)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                     daemon=True).start()
+    conn = client.Connection(httpd.server_address[1], timeout=5)
+    try:
+        chunked = Request("/chunked", b"", {}, method="GET")
+        assert conn.post(chunked) == (200, b'{"a": "chunked"}')
+        assert conn.post(chunked) == (200, b'{"a": "chunked"}')  # same connection, kept
+        closing = Request("/close", b"", {}, method="GET")
+        assert conn.post(closing) == (200, b'{"a": "until close"}')
+        assert conn.post(chunked) == (200, b'{"a": "chunked"}')  # a new connection
+    finally:
+        conn.close()
+        httpd.shutdown()
+        httpd.server_close()
