@@ -156,15 +156,17 @@ def test_labelled_models_config_is_started_with_the_flag_tf_serving_needs(name):
 
 
 def test_images_serve_the_tensorflow_that_prepares_the_models():
-    """Every TF Serving and TensorFlow image (compose, Kubernetes, KServe's runtimeVersion)
+    """Every TF Serving and TensorFlow image (compose, Kubernetes, the GPU function's
+    Dockerfile, KServe's runtimeVersion)
     is the release of the pinned tensorflow-cpu, which is also tensorflow-serving-api's."""
     lock = (ROOT / "requirements.lock").read_text()
     (tensorflow,) = re.findall(r"^tensorflow[-_]cpu==(\S+)$", lock, re.M)
     (serving_api,) = re.findall(r"tensorflow-serving-api==(\S+)", (ROOT / "Makefile").read_text())
     assert serving_api == tensorflow
     tags = []
-    for path in sorted(TFSERVING.rglob("*.yaml")):
+    for path in sorted([*TFSERVING.rglob("*.yaml"), *TFSERVING.glob("Dockerfile*")]):
         text = path.read_text()
-        tags += re.findall(r"image: tensorflow/(?:serving|tensorflow):(\d+\.\d+\.\d+)", text)
+        tags += re.findall(r"(?:image:|FROM) tensorflow/(?:serving|tensorflow):(\d+\.\d+\.\d+)",
+                           text)
         tags += re.findall(r'runtimeVersion: "(\S+)"', text)
     assert len(tags) == 5 and set(tags) == {tensorflow}, tags
