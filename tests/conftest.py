@@ -16,6 +16,8 @@ import pytest
 import requests
 from PIL import Image
 
+from tests.processes import stop
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures"
 
@@ -88,11 +90,7 @@ def start_server(tmp: Path, env: dict[str, str], ready_status: int = 200,
 
 
 def stop_server(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
+    stop(server.process)
 
 
 @pytest.fixture(scope="session")

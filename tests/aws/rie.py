@@ -19,10 +19,8 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import requests
 
 from tests.conftest import ROOT, free_port
+from tests.processes import stop, wait_listening
 
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
 
@@ -72,13 +71,7 @@ class Emulator:
         return response.status_code, response.json()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
+        stop(self.process)
 
 
 def start_emulator(tmp: Path, env: dict[str, str],
@@ -96,18 +89,8 @@ def start_emulator(tmp: Path, env: dict[str, str],
          "--runtime-api-address", f"127.0.0.1:{api_port}", "--log-level", "info",
          sys.executable, "-m", "awslambdaric", handler],
         cwd=ROOT, env=full_env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    emulator = Emulator(f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"emulator exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return emulator
-        except OSError:
-            time.sleep(0.1)
-    emulator.stop()
-    raise RuntimeError(f"emulator not listening in {timeout} s:\n{log.read_text()}")
+    wait_listening(process, port, log, "the Lambda Runtime Interface Emulator", timeout)
+    return Emulator(f"http://127.0.0.1:{port}", process, log)
 
 
 def runtime_maps(emulator: Emulator) -> str:

@@ -19,9 +19,7 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ import requests
 from infra.check_template import condition_value, load_template
 from tests.aws.rie import INVOKE_PATH, find_emulator, find_sam
 from tests.conftest import ROOT, free_port
+from tests.processes import stop, wait_listening
 
 EVENTS = ROOT / "events"
 ENV_FILE = EVENTS / "env" / "local.json"
@@ -138,15 +137,7 @@ class Runtime:
              "--runtime-api-address", f"127.0.0.1:{api_port}", "--log-level", "info",
              str(PYTHON), "-m", "awslambdaric", handler],
             cwd=artifact, env=full_env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, log.read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"emulator not listening:\n{log.read_text()}")
+        wait_listening(self.process, port, log, "the Lambda Runtime Interface Emulator")
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
         response = requests.post(self.url, data=json.dumps(event), timeout=180)
@@ -154,12 +145,7 @@ class Runtime:
         return response.json()
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=15)
+        stop(self.process)
 
 
 @pytest.fixture(scope="module")

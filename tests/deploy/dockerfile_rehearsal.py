@@ -34,7 +34,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Mapping
@@ -45,6 +44,7 @@ from typing import Any
 import requests
 
 from tests.conftest import ROOT, free_port
+from tests.processes import stop, wait_listening
 
 LAMBDA_RIE = "lambda-rie"
 """The Lambda base image's entrypoint: the Runtime Interface Emulator over awslambdaric."""
@@ -186,19 +186,8 @@ class Image:
         process = subprocess.Popen(argv, cwd=self.host(self.workdir), env=full_env,
                                    stdout=log.open("wb"), stderr=subprocess.STDOUT)
         container = Container(f"http://127.0.0.1:{port}", process, log, argv)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(f"{self.dockerfile.name}: {argv} exited with "
-                                     f"{process.returncode}:\n{log.read_text()[-5000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return container
-            except OSError:
-                time.sleep(0.1)
-        container.stop()
-        raise AssertionError(f"{self.dockerfile.name}: nothing listens on {port} after "
-                             f"{timeout} s:\n{log.read_text()[-5000:]}")
+        wait_listening(process, port, log, f"{self.dockerfile.name}: {argv}", timeout)
+        return container
 
     def _lambda_argv(self, port: int) -> list[str]:
         """/lambda-entrypoint.sh outside Lambda: the emulator running the handler (CMD)."""
@@ -251,13 +240,7 @@ class Container:
                              f"{self.log.read_text()[-5000:]}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
+        stop(self.process)
 
 
 def base_image(reference: str) -> tuple[BaseImage, str | None]:

@@ -38,6 +38,7 @@ from tests.conftest import ROOT, encode, free_port
 from tests.deploy.dockerfile_rehearsal import find_python, pip_install
 from tests.deploy.source_upload import committed_tree, upload
 from tests.gcp.emulator import client_for, gcs_env, start_emulator, upload_dir
+from tests.processes import stop
 
 pytestmark = pytest.mark.slow
 
@@ -88,12 +89,7 @@ class Function:
     log: Path
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=15)
+        stop(self.process)
 
 
 def start_function(venv: Path, workspace: Path, log: Path,

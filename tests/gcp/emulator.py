@@ -10,15 +10,14 @@ permissions.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import free_port
+from tests.processes import stop, wait_listening
 
 BUCKET = "models"
 
@@ -42,12 +41,7 @@ class Emulator:
     log: Path
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=15)
+        stop(self.process)
 
 
 def start_emulator(log: Path, timeout: float = 30) -> Emulator:
@@ -57,19 +51,8 @@ def start_emulator(log: Path, timeout: float = 30) -> Emulator:
     process = subprocess.Popen(
         [str(binary), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
         stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    emulator = Emulator(f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the emulator exited with {process.returncode}:\n"
-                               f"{log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return emulator
-        except OSError:
-            time.sleep(0.1)
-    emulator.stop()
-    raise RuntimeError(f"the emulator is not listening after {timeout} s:\n{log.read_text()}")
+    wait_listening(process, port, log, "gcp-storage-emulator", timeout)
+    return Emulator(f"http://127.0.0.1:{port}", process, log)
 
 
 def client_for(endpoint: str) -> Any:
