@@ -26,7 +26,7 @@ result as the runtime serialises it); `functions.platforms.gateway` enforces it.
 
 Whatever an event holds, reading it either gives a request or raises `BadRequest`: more
 than `MAX_QUERY_PARAMETERS` query parameters, a text body that cannot be UTF-8 (a lone
-surrogate from a ``\ud800`` escape), fields of the wrong JSON type. Nothing else escapes,
+surrogate from a ``\\ud800`` escape), fields of the wrong JSON type. Nothing else escapes,
 so every event is answered with a proxy response.
 """
 
