@@ -43,7 +43,17 @@ def fake():
 
 @pytest.fixture(scope="module")
 def backend(fake):
+    """A short deadline, for the replies that drip."""
     rest = RestBackend(METADATA, Target("digits"), fake.url, timeout=TIMEOUT, retries=0,
+                       max_reply_bytes=CAP)
+    yield rest
+    rest.close()
+
+
+@pytest.fixture(scope="module")
+def roomy(fake):
+    """A deadline no loaded machine reaches, for the replies that are wrong, not slow."""
+    rest = RestBackend(METADATA, Target("digits"), fake.url, timeout=30, retries=0,
                        max_reply_bytes=CAP)
     yield rest
     rest.close()
@@ -73,10 +83,10 @@ def scores_json(values: list[str]) -> bytes:
 @examples(60)
 @given(token=st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e400"]),
        at=st.integers(0, 9))
-def test_non_finite_scores_are_502(backend, fake, token, at):
+def test_non_finite_scores_are_502(roomy, fake, token, at):
     values = ["0.1"] * 10
     values[at] = token
-    error, _ = fails(backend, fake, (200, {}, scores_json(values), False))
+    error, _ = fails(roomy, fake, (200, {}, scores_json(values), False))
     assert isinstance(error, BadGateway) and error.status == 502
     assert error.message.startswith("the model server sent a reply that does not fit the "
                                     "model: ")
@@ -84,29 +94,29 @@ def test_non_finite_scores_are_502(backend, fake, token, at):
 
 @examples(40)
 @given(depth=st.integers(MAX_NESTING - 1, 200_000), key=st.booleans())
-def test_deep_nesting_is_502_never_a_crash(backend, fake, depth, key):
+def test_deep_nesting_is_502_never_a_crash(roomy, fake, depth, key):
     inner = b'{"a": ' * depth + b"1" + b"}" * depth if key else \
         b"[" * depth + b"1" + b"]" * depth
-    error, _ = fails(backend, fake, (200, {}, b'{"outputs": ' + inner + b"}", False))
+    error, _ = fails(roomy, fake, (200, {}, b'{"outputs": ' + inner + b"}", False))
     assert error.status == 502
 
 
 @examples(30)
 @given(size=st.integers(CAP + 1, 4 * CAP), chunked=st.booleans(),
        declared=st.booleans())
-def test_replies_over_the_cap_are_502(backend, fake, size, chunked, declared):
+def test_replies_over_the_cap_are_502(roomy, fake, size, chunked, declared):
     body = b'{"outputs": "' + b"x" * size + b'"}'
     headers = {} if chunked or declared else {"Content-Length": str(len(body))}
-    error, _ = fails(backend, fake, (200, headers, body, chunked))
+    error, _ = fails(roomy, fake, (200, headers, body, chunked))
     assert error.message == (f"the model server's reply is over {CAP:,} bytes "
                              "(MAX_UPSTREAM_REPLY_BYTES)")
 
 
 @pytest.mark.parametrize("status", [300, 301, 302, 303, 305, 307, 308])
-def test_redirects_are_502_and_never_followed(backend, fake, status):
+def test_redirects_are_502_and_never_followed(roomy, fake, status):
     elsewhere = FakeRestServer()
     try:
-        error, _ = fails(backend, fake, (status, {"Location": elsewhere.url +
+        error, _ = fails(roomy, fake, (status, {"Location": elsewhere.url +
                                                   "/v1/models/digits:predict"}, b"", False))
         assert error.message.startswith(f"the model server answered with a redirect (HTTP "
                                         f"{status})")
@@ -117,8 +127,8 @@ def test_redirects_are_502_and_never_followed(backend, fake, status):
 
 @examples(40)
 @given(body=st.binary(max_size=300), status=st.sampled_from([200, 400, 404, 418, 500, 503]))
-def test_garbage_replies_are_mapped_never_raised_raw(backend, fake, body, status):
-    error, _ = fails(backend, fake, (status, {}, body, False))
+def test_garbage_replies_are_mapped_never_raised_raw(roomy, fake, body, status):
+    error, _ = fails(roomy, fake, (status, {}, body, False))
     assert error.status in (400, 404, 502, 503)
 
 
@@ -129,4 +139,4 @@ def test_dripping_replies_end_at_the_deadline(backend, fake, stage, interval):
     error, took = fails(backend, fake, drip=(interval, stage))
     assert isinstance(error, GatewayTimeout)
     assert error.message == f"the model server did not answer within {TIMEOUT:g} s"
-    assert took < TIMEOUT + 0.3
+    assert took < TIMEOUT + 1.0  # within the deadline and a second, loaded machine or not
