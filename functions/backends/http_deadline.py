@@ -102,22 +102,23 @@ def watch(seconds: float) -> Iterator[DeadlineWatch]:
         _CURRENT.reset(token)
 
 
-class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+class _Watched:
+    """Mixed into a connection pool: each connection it hands out joins the current watch."""
+
     def _get_conn(self, timeout: float | None = None) -> Any:
-        connection = super()._get_conn(timeout)
+        connection = super()._get_conn(timeout)  # type: ignore[misc]
         exchange = _CURRENT.get()
         if exchange is not None:
             exchange.add(connection)
         return connection
 
 
-class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        connection = super()._get_conn(timeout)
-        exchange = _CURRENT.get()
-        if exchange is not None:
-            exchange.add(connection)
-        return connection
+class _WatchedHTTPConnectionPool(_Watched, HTTPConnectionPool):
+    pass
+
+
+class _WatchedHTTPSConnectionPool(_Watched, HTTPSConnectionPool):
+    pass
 
 
 class _WatchedAdapter(HTTPAdapter):

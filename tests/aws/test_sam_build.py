@@ -15,7 +15,6 @@ One pip cache (build/pip-cache) serves every build of a run, and later runs.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ import requests
 from infra.check_template import condition_value, load_template
 from tests.aws.rie import INVOKE_PATH, find_emulator, find_sam
 from tests.conftest import ROOT, free_port
+from tests.deploy.dockerfile_rehearsal import find_python
 from tests.processes import stop, wait_listening
 
 EVENTS = ROOT / "events"
@@ -40,21 +40,7 @@ SAM_ENV = {"SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_EC2_METADATA_DISABLED": "true", "PIP_CACHE_DIR": str(PIP_CACHE)}
 
 
-def find_python(version: str = "3.12") -> Path | None:
-    """A python3.12 that runs: on PATH, else under pyenv (whose shim on PATH may refuse)."""
-    roots = [os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))]
-    candidates = [shutil.which(f"python{version}")] + sorted(
-        glob.glob(f"{roots[0]}/versions/{version}.*/bin/python{version}"), reverse=True)
-    for candidate in filter(None, candidates):
-        result = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"],
-                                capture_output=True, text=True)
-        if result.returncode == 0 and result.stdout.strip() == str(
-                tuple(int(p) for p in version.split("."))):
-            return Path(candidate)
-    return None
-
-
-PYTHON = find_python()
+PYTHON = find_python("3.12")
 
 pytestmark = [
     pytest.mark.slow,
