@@ -16,12 +16,13 @@ the HTTP requests, back to back:
     {"cmd": "time", "count": 100, "warmup": 5}   -> {"seconds": [...]}
     {"cmd": "burst", "count": 64}                -> {"seconds": 2.31, "count": 64}
     {"cmd": "threads", "count": 64, "threads": 4}  -> {"seconds": 0.52, "count": 64}
-    {"cmd": "batch", "count": 8, "batch": 8}     -> {"seconds": 0.41, "count": 64}
+    {"cmd": "batch", "count": 8, "batch": 8, "threads": 2}  -> {"seconds": 0.41, "count": 64}
     {"cmd": "exit"}                              (or end of input)
 
 ``threads`` shares ``count`` calls among that many threads calling the same concrete
 function at once (TensorFlow runs them concurrently); ``batch`` makes ``count`` calls of
-one tensor of ``batch`` copies of the image and answers the images done. With
+one tensor of ``batch`` copies of the image (shared by ``threads`` threads, default 1)
+and answers the images done. With
 ``burst`` (the sequential calls) they give the model's own best throughput on this
 machine, the baseline of the throughput rows.
 
@@ -132,10 +133,15 @@ def main(argv: list[str] | None = None) -> int:
                 batches[size] = {args.input: tf.concat([tensor] * size, axis=0)}
                 call(batches[size])
             batched = batches[size]
-            started = time.perf_counter()
-            for _ in range(calls):
-                call(batched)
-            _say({"seconds": time.perf_counter() - started, "count": calls * size})
+            threads = int(command.get("threads", 1))
+            if threads > 1:
+                seconds = _threaded(lambda b=batched: call(b), calls, threads)
+            else:
+                started = time.perf_counter()
+                for _ in range(calls):
+                    call(batched)
+                seconds = time.perf_counter() - started
+            _say({"seconds": seconds, "count": calls * size})
         else:
             _say({"error": f"unknown command {command['cmd']!r}"})
     return 0

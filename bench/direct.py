@@ -88,12 +88,13 @@ def cold_start(argv: list[str]) -> ColdStart:
 class BareWorker:
     """A bare script kept running (``--serve``), answering timing commands."""
 
-    def __init__(self, argv: list[str], log: Path) -> None:
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         self._log = log.open("wb")
         if "--serve" not in argv:
             raise BenchError("a bare worker needs the --serve command line")
-        self.process = subprocess.Popen(argv, cwd=ROOT, env=quiet_env({}), stdin=subprocess.PIPE,
+        self.process = subprocess.Popen(argv, cwd=ROOT, env=env or quiet_env({}),
+                                        stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=self._log,
                                         start_new_session=True)
         self.log = log
@@ -130,9 +131,11 @@ class BareWorker:
         """Wall time of ``count`` calls shared by ``threads`` threads calling at once."""
         return self._ask({"cmd": "threads", "count": count, "threads": threads})["seconds"]
 
-    def batched(self, calls: int, batch: int) -> tuple[int, float]:
-        """Images done and wall time of ``calls`` calls on ``batch`` copies of the image."""
-        answer = self._ask({"cmd": "batch", "count": calls, "batch": batch})
+    def batched(self, calls: int, batch: int, threads: int = 1) -> tuple[int, float]:
+        """Images done and wall time of ``calls`` calls on ``batch`` copies of the image,
+        shared by ``threads`` threads calling at once."""
+        answer = self._ask({"cmd": "batch", "count": calls, "batch": batch,
+                            "threads": threads})
         return answer["count"], answer["seconds"]
 
     def peak_rss(self) -> int | None:

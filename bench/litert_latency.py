@@ -48,7 +48,10 @@ def prepare(served: Path, log: Path) -> None:
                                "--out", str(LITERT_OUT)], cwd=ROOT,
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, stdout=out,
                               stderr=subprocess.STDOUT, timeout=1800, check=False)
-    if done.returncode != 0:
+    # Exit 4: every flavour written, one missed its tolerance and says verified: false
+    # (the int8 flavour of this random-weight model); the function is started with
+    # LITERT_ALLOW_UNVERIFIED=true below, so its speed is still measured.
+    if done.returncode not in (0, 4) or not all(p.is_file() for p in wanted):
         raise BenchError(f"modelprep litert failed ({done.returncode}); see {log}")
 
 

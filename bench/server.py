@@ -33,8 +33,21 @@ def free_port() -> int:
 
 
 def quiet_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """The parent's environment, TensorFlow's C++ chatter off, plus ``extra``."""
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+    """The parent's environment, TensorFlow's C++ chatter off, every TensorFlow process on
+    the intra-op threads the function picks (`tf_threads_env`), plus ``extra``."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+            **tf_threads_env(), **extra}
+
+
+def tf_threads_env() -> dict[str, str]:
+    """``TF_NUM_INTRAOP_THREADS`` set to what the function's in-process backend uses here
+    (INTRA_OP_THREADS, by default 1 on 2 CPUs), so the direct call and the peer run
+    TensorFlow exactly as the function does and the comparison is of everything else.
+    Empty when the function leaves TensorFlow's default."""
+    from functions.config import Settings
+
+    threads = Settings.from_env().intra_op_thread_count()
+    return {"TF_NUM_INTRAOP_THREADS": str(threads)} if threads else {}
 
 
 @dataclass

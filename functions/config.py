@@ -87,6 +87,15 @@ class Settings:
     """BATCH_MAX_IMAGES: with the in-process and LiteRT backends, requests that arrive while
     the model is busy are merged into its next call, up to this many images
     (functions/backends/batching.py); 1 turns merging off. A lone request never waits."""
+    model_calls: int = 0
+    """MODEL_CALLS: with the in-process backend, model calls that may run at once (each
+    merging the requests queued while all were busy); 0 means two per CPU the process may
+    use. LiteRT always runs one (its interpreter is not shared between threads)."""
+    intra_op_threads: int = 0
+    """INTRA_OP_THREADS: threads TensorFlow gives one operation (the in-process backend);
+    0 means 1 when the process may use at most 2 CPUs (measured faster there for every
+    model in the bench, with concurrent requests using the other CPU), else TensorFlow's
+    own default, or TF_NUM_INTRAOP_THREADS when that is set."""
     preload: bool = True
     """PRELOAD: load the model when the worker starts rather than on first request."""
     auth: AuthSettings = field(default_factory=AuthSettings)
@@ -178,6 +187,9 @@ class Settings:
             worker_max_rss_mb=_count(env, "WORKER_MAX_RSS_MB", cls.worker_max_rss_mb),
             default_top_k=_int(env, "TOP_K", cls.default_top_k),
             batch_max_images=_int(env, "BATCH_MAX_IMAGES", cls.batch_max_images),
+            model_calls=_count(env, "MODEL_CALLS", cls.model_calls),
+            intra_op_threads=(_count(env, "INTRA_OP_THREADS", cls.intra_op_threads)
+                              or _count(env, "TF_NUM_INTRAOP_THREADS", 0)),
             preload=_bool(env, "PRELOAD", cls.preload),
             auth=AuthSettings(
                 api_keys=_list(env, "API_KEYS"),
@@ -212,6 +224,14 @@ class Settings:
         )
         settings.validate()
         return settings
+
+    def model_call_count(self) -> int:
+        """MODEL_CALLS resolved: model calls at once in the in-process backend."""
+        return self.model_calls or 2 * usable_cpus()
+
+    def intra_op_thread_count(self) -> int | None:
+        """INTRA_OP_THREADS resolved; None leaves TensorFlow's own default."""
+        return self.intra_op_threads or (1 if usable_cpus() <= 2 else None)
 
     def validate(self) -> None:
         if self.log_format not in ("json", "text"):
@@ -308,6 +328,14 @@ class ServerSettings:
     @property
     def thread_count(self) -> int:
         return self.threads or (os.cpu_count() or 1) * 4
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity, which containers narrow), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

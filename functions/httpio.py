@@ -22,6 +22,9 @@ class Headers(Mapping[str, str]):
     def __getitem__(self, key: str) -> str:
         return self._items[key.lower()]
 
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._items.get(key.lower(), default)  # (Mapping.get goes through a raise)
+
     def __iter__(self):
         return iter(self._items)
 

@@ -16,6 +16,7 @@ and `within_limit` (the response size limit).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -193,12 +194,18 @@ def model_info(settings: Settings, metadata: ModelMetadata) -> dict[str, Any]:
 
 def _answer_options(raw: dict[str, Any], metadata: ModelMetadata, settings: Settings,
                     info: dict[str, Any]) -> Options:
-    envelope = json.dumps({"predictions": [], "model": info}, separators=(",", ":"),
-                          ensure_ascii=False)
     return Options(top_k=options.top_k(raw, metadata, settings.default_top_k),
                    mask_format=options.mask_format(raw, metadata),
                    max_response_bytes=settings.max_response_bytes,
-                   response_overhead=len(envelope.encode("utf-8")) - len("[]"))
+                   response_overhead=_envelope_bytes(info["name"], info["version"]))
+
+
+@functools.lru_cache(maxsize=64)
+def _envelope_bytes(name: str | None, version: str | None) -> int:
+    """Bytes of the response outside its predictions list (the same for every request)."""
+    envelope = json.dumps({"predictions": [], "model": {"name": name, "version": version}},
+                          separators=(",", ":"), ensure_ascii=False)
+    return len(envelope.encode("utf-8")) - len("[]")
 
 
 def _version_from_path(uri: str) -> str | None:

@@ -21,7 +21,9 @@ def create_backend(settings: Settings) -> Backend:
     if settings.backend == "inprocess":
         from functions.backends.inprocess import InProcessBackend
 
-        return _merging(InProcessBackend(settings.model_uri), settings)
+        return _merging(InProcessBackend(settings.model_uri,
+                                         settings.intra_op_thread_count()),
+                        settings, settings.model_call_count())
     if settings.backend in REMOTE_BACKENDS:
         # TF Serving over the network: no TensorFlow in this process.
         return _remote_backend(settings)
@@ -30,17 +32,16 @@ def create_backend(settings: Settings) -> Backend:
         from functions.backends.litert import LiteRTBackend
 
         return _merging(LiteRTBackend(settings.model_uri, settings.litert_flavour,
-                                      settings.litert_allow_unverified), settings)
+                                      settings.litert_allow_unverified), settings, calls=1)
     raise ValueError(f"unknown backend {settings.backend!r}")  # Settings.validate prevents it
 
 
-def _merging(backend: Backend, settings: Settings) -> Backend:
-    """Concurrent requests merged into one model call (TF Serving batches on its own side)."""
-    if settings.batch_max_images <= 1:
-        return backend
+def _merging(backend: Backend, settings: Settings, calls: int) -> Backend:
+    """At most ``calls`` model calls at once, each merging the requests queued behind them
+    (TF Serving batches on its own side)."""
     from functions.backends.batching import BatchingBackend
 
-    return BatchingBackend(backend, settings.batch_max_images)
+    return BatchingBackend(backend, settings.batch_max_images, calls)
 
 
 def _remote_backend(settings: Settings) -> Backend:

@@ -173,3 +173,100 @@ def test_each_request_records_the_size_of_the_call_that_served_it():
     for thread in [first, *others]:
         thread.join(5)
     assert recorded == {0: [1], 1: [4], 2: [4]}
+
+
+class Concurrent(Recording):
+    """Records how many calls were inside the model at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = 0
+        self.most_inside = 0
+        self.count_lock = threading.Lock()
+        self.both_in = threading.Event()
+
+    def predict(self, inputs):
+        with self.count_lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+            if self.inside >= 2:
+                self.both_in.set()
+        try:
+            return super().predict(inputs)
+        finally:
+            with self.count_lock:
+                self.inside -= 1
+
+
+def test_with_two_calls_a_second_request_runs_beside_the_first_and_the_rest_merge():
+    inner = Concurrent()
+    backend = BatchingBackend(inner, max_images=8, calls=2)
+    inner.gate.clear()
+    results: dict[str, object] = {}
+
+    def worker(name, payload):
+        results[name] = backend.predict(payload)
+
+    first = threading.Thread(target=worker, args=("first", batch(b"0")))
+    second = threading.Thread(target=worker, args=("second", batch(b"1")))
+    first.start()
+    second.start()
+    assert inner.both_in.wait(5)  # the second did not wait for the first
+    later = [threading.Thread(target=worker, args=(name, batch(name.encode())))
+             for name in ("a", "b", "c")]
+    for thread in later:
+        thread.start()
+        time.sleep(0.05)
+    assert len(inner.calls) == 2  # both calls busy: the rest queue
+    inner.gate.set()
+    for thread in [first, second, *later]:
+        thread.join(5)
+    # Both calls end together and each takes queued requests into its next call: the
+    # three share at most two calls (which two is a race), never three alone.
+    later_calls = inner.calls[2:]
+    assert sorted(item for call in later_calls for item in call) == [b"a", b"b", b"c"]
+    assert 1 <= len(later_calls) <= 2
+    assert inner.most_inside == 2
+    for name in ("a", "b", "c"):
+        assert results[name]["scores"][:, 0].tolist() == [ord(name)]
+
+
+def test_a_full_request_waits_for_a_free_call_like_any_other():
+    inner = Concurrent()
+    backend = BatchingBackend(inner, max_images=2, calls=1)
+    results = run_queued(backend, inner, [batch(b"a", b"b", b"c"), batch(b"d")])
+    assert inner.most_inside == 1  # never two model calls at once, whatever the size
+    assert inner.calls == [[b"0"], [b"a", b"b", b"c"], [b"d"]]
+    assert results[0]["scores"][:, 0].tolist() == [ord("a"), ord("b"), ord("c")]
+
+
+@pytest.mark.parametrize("calls", [1, 2, 3])
+@pytest.mark.parametrize("threads", [4, 16])
+def test_never_more_calls_at_once_than_allowed_and_every_answer_its_own(calls, threads):
+    inner = Concurrent()
+
+    def slow_predict(inputs, _predict=inner.predict):
+        time.sleep(0.001)
+        return _predict(inputs)
+
+    backend = BatchingBackend(inner, max_images=4, calls=calls)
+    inner.predict = slow_predict  # type: ignore[method-assign]
+    errors: list[str] = []
+
+    def worker(i):
+        for round_ in range(15):
+            item = bytes([65 + (i * 7 + round_) % 50])
+            size = 1 + (i + round_) % 3
+            out = backend.predict(batch(*[item] * size))["scores"][:, 0].tolist()
+            if out != [item[0]] * size:
+                errors.append(f"{i}/{round_}: {out}")
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(20)
+    assert errors == []
+    assert 1 <= inner.most_inside <= calls
+    assert sum(len(c) for c in inner.calls) == sum(
+        1 + (i + r) % 3 for i in range(threads) for r in range(15))
