@@ -26,8 +26,9 @@ from dataclasses import replace
 from bench import client
 from bench.client import BenchError, Request
 from bench.context import MODEL_LABELS, Context
+from bench.direct import BareWorker, bare_argv
 from bench.report import Goal, Row, versus_peer
-from bench.server import ROOT, quiet_env
+from bench.server import ROOT, quiet_env, tf_threads_env
 from bench.stats import Latency, Paired, median
 
 MODELS = ("mobilenet_v2", "digits")
@@ -66,6 +67,28 @@ def floor_row(label: str, floor: list[Latency], ours: list[Latency]) -> Row:
                detail={"rounds": paired.rounds, "p50_ms": [r.p50 * 1000 for r in floor]})
 
 
+def tf_default_row(label: str, default: list[Latency], direct: list[Latency]) -> Row:
+    """The direct call on TensorFlow's default intra-op threads, against the direct call on
+    the function's setting (a diagnostic of what INTRA_OP_THREADS gives; pure)."""
+    paired = Paired.of([r.p50 * 1000 for r in default], [r.p50 * 1000 for r in direct])
+    return Row(2, f"{label}: direct call p50 on TensorFlow's default intra-op threads",
+               paired.value, "ms", paired.baseline,
+               f"direct call, {tf_threads_env()['TF_NUM_INTRAOP_THREADS']} intra-op thread(s)",
+               paired.ratio, note="what the function's INTRA_OP_THREADS default saves here; "
+               "every other row runs all sides on the function's setting",
+               detail={"rounds": paired.rounds, "p50_ms": [r.p50 * 1000 for r in default]})
+
+
+def _tf_default_worker(ctx: Context, model: str) -> BareWorker | None:
+    """A second bare process on TensorFlow's own default threads (MobileNetV2 only)."""
+    if model != "mobilenet_v2":
+        return None
+    env = {k: v for k, v in quiet_env({}).items() if k != "TF_NUM_INTRAOP_THREADS"}
+    ctx.log(f"starting a bare {MODEL_LABELS[model]} process on TensorFlow's default threads")
+    return BareWorker(bare_argv(ctx.models[model], ctx.image_file(model), serve=True),
+                      ctx.work_dir / "logs" / f"bare-{model}-tf-default.log", env)
+
+
 def run(ctx: Context) -> list[Row]:
     rows: list[Row] = []
     for model in MODELS:
@@ -90,6 +113,9 @@ def _measure(ctx: Context, model: str) -> list[Row]:
     if peer_server is not None:
         samplers["peer"] = client.Sampler(peer_server.port, ctx.peer_request(model),
                                           "the peer")
+    tf_default = _tf_default_worker(ctx, model) if tf_threads_env() else None
+    if tf_default is not None:
+        samplers["direct_tf_default"] = tf_default.one
     rounds: dict[str, list[Latency]] = {name: [] for name in samplers}
     try:
         for i in range(plan.rounds):
@@ -102,10 +128,14 @@ def _measure(ctx: Context, model: str) -> list[Row]:
         for sampler in samplers.values():
             if isinstance(sampler, client.Sampler):
                 sampler.close()
+        if tf_default is not None:
+            tf_default.close()
 
     rows = latency_rows(2, f"warm latency {label}, function over HTTP", rounds["ours"],
                         rounds["direct"], GOALS.get(model), note=agree)
     rows.append(floor_row(label, rounds["floor"], rounds["ours"]))
+    if "direct_tf_default" in rounds:
+        rows.append(tf_default_row(label, rounds["direct_tf_default"], rounds["direct"]))
     if model == "mobilenet_v2":
         if "peer" in rounds:
             peer_rows = latency_rows(7, f"peer BentoML {label} latency", rounds["peer"],
