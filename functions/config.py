@@ -91,6 +91,9 @@ class Settings:
     """MODEL_CALLS: with the in-process backend, model calls that may run at once (each
     merging the requests queued while all were busy); 0 means two per CPU the process may
     use. LiteRT always runs one (its interpreter is not shared between threads)."""
+    malloc_arenas: int = 2
+    """MALLOC_ARENA_MAX (glibc's own variable): malloc arenas in a server worker; the
+    function's workers apply it themselves when it is unset (functions/platforms/process.py)."""
     intra_op_threads: int = 0
     """INTRA_OP_THREADS: threads TensorFlow gives one operation (the in-process backend);
     0 means 1 when the process may use at most 2 CPUs (measured faster there for every
@@ -188,6 +191,7 @@ class Settings:
             default_top_k=_int(env, "TOP_K", cls.default_top_k),
             batch_max_images=_int(env, "BATCH_MAX_IMAGES", cls.batch_max_images),
             model_calls=_count(env, "MODEL_CALLS", cls.model_calls),
+            malloc_arenas=_int(env, "MALLOC_ARENA_MAX", cls.malloc_arenas),
             intra_op_threads=(_count(env, "INTRA_OP_THREADS", cls.intra_op_threads)
                               or _count(env, "TF_NUM_INTRAOP_THREADS", 0)),
             preload=_bool(env, "PRELOAD", cls.preload),

@@ -19,7 +19,7 @@ import functions_framework
 from functions.config import ConfigError
 from functions.errors import PayloadTooLarge, ServiceError, render
 from functions.httpio import Headers, HttpRequest, HttpResponse
-from functions.platforms.process import MISCONFIGURED, ProcessApp
+from functions.platforms.process import MISCONFIGURED, ProcessApp, limit_malloc_arenas
 
 _app = ProcessApp()
 REFUSED = "functions.refused"
@@ -43,13 +43,28 @@ def predict(request: flask.Request) -> flask.Response:
         body = request.stream.read(limit + 1)
         if len(body) > limit:
             refused, body = _too_large(None, limit), b""
+    environ = request.environ
     return _flask(app.handle(HttpRequest(
         method=request.method,
         path=request.path,
-        headers=Headers(dict(request.headers)),
+        headers=_headers(environ),
         body=body,
-        query=request.args.to_dict(flat=True),
+        query=request.args.to_dict(flat=True) if environ.get("QUERY_STRING") else {},
     ), refused))
+
+
+def _headers(environ: dict) -> Headers:
+    """The request's headers read straight from the WSGI environ, as werkzeug's
+    `EnvironHeaders` reads them, without its title-cased names (`Headers` lower-cases)."""
+    found = {key[5:].replace("_", "-"): value for key, value in environ.items()
+             if key.startswith("HTTP_") and key not in _BODY_HEADERS}
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            found[key.replace("_", "-")] = environ[key]
+    return Headers(found)
+
+
+_BODY_HEADERS = frozenset({"HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"})
 
 
 def _too_large(size: int | None, limit: int) -> PayloadTooLarge:
@@ -64,6 +79,7 @@ def _flask(response: HttpResponse) -> flask.Response:
 
 def _start_loading_after_fork() -> None:
     """In a freshly forked server worker: forget the parent's app, start loading the model."""
+    limit_malloc_arenas()
     _app.forget()
     _app.preload(wait=False)
 
