@@ -13,7 +13,7 @@ call by call, so their differences are the cost of each layer:
                  check, post-processing, the JSON answer and the request logs
     preprocess   the preprocessing graph alone, for reference
 
-What HTTP adds on top (gunicorn, Flask, functions-framework, loopback) is the
+What HTTP adds on top (gunicorn and the WSGI binding, loopback) is the
 difference between ``app`` and the latency row measured through the server.
 Prints one JSON line: per stage, the p50 of each round in milliseconds.
 """

@@ -6,7 +6,7 @@ Each round starts, one after the other and nothing else of ours running:
   SavedModel, call it once on a decoded tensor: the least any server must do;
 * the bare script on the wrapped SavedModel, fed the JPEG: the same without a
   server, to tell what the in-graph decoding costs from what the server costs;
-* the function as the README starts it (functions-framework, in-process
+* the function as `make serve` starts it (`python -m functions.serving`, in-process
   backend), timed to the first 200 for a real JSON base64 request;
 * the peer (``bentoml serve``, item 7), timed the same way to the first 200
   for the same photo, when its virtualenv can be had.

@@ -28,7 +28,7 @@ from bench.client import BenchError, Request
 from bench.context import MODEL_LABELS, Context
 from bench.direct import BareWorker, bare_argv
 from bench.report import Goal, Row, versus_peer
-from bench.server import ROOT, quiet_env, tf_threads_env
+from bench.server import ROOT, quiet_env, start_function, tf_threads_env
 from bench.stats import Latency, Paired, median
 
 MODELS = ("mobilenet_v2", "digits")
@@ -63,7 +63,8 @@ def floor_row(label: str, floor: list[Latency], ours: list[Latency]) -> Row:
     paired = Paired.of([r.p50 * 1000 for r in floor], [r.p50 * 1000 for r in ours])
     return Row(2, f"{label}: where the time goes: HTTP round trip alone (GET /healthz)",
                paired.value, "ms", paired.baseline, "function p50", paired.ratio,
-               note="gunicorn, Flask, functions-framework, loopback: no model, no body",
+               note="python -m functions.serving (gunicorn, the plain WSGI binding), loopback: "
+                    "no model, no body",
                detail={"rounds": paired.rounds, "p50_ms": [r.p50 * 1000 for r in floor]})
 
 
@@ -116,6 +117,14 @@ def _measure(ctx: Context, model: str) -> list[Row]:
     tf_default = _tf_default_worker(ctx, model) if tf_threads_env() else None
     if tf_default is not None:
         samplers["direct_tf_default"] = tf_default.one
+    framework = None
+    if model == "mobilenet_v2":  # what Cloud Functions runs: the same App inside Flask
+        ctx.log("starting the function under functions-framework's own server")
+        framework = start_function(ctx.models[model].served, ctx.work_dir / "logs",
+                                   name=f"function-ff-{model}", server="functions-framework")
+        framework.wait_ready(ctx.function_request(model))
+        samplers["ours_ff"] = client.Sampler(framework.port, ctx.function_request(model),
+                                             "the function under functions-framework")
     rounds: dict[str, list[Latency]] = {name: [] for name in samplers}
     try:
         for i in range(plan.rounds):
@@ -130,10 +139,18 @@ def _measure(ctx: Context, model: str) -> list[Row]:
                 sampler.close()
         if tf_default is not None:
             tf_default.close()
+        if framework is not None:
+            framework.stop()
 
     rows = latency_rows(2, f"warm latency {label}, function over HTTP", rounds["ours"],
                         rounds["direct"], GOALS.get(model), note=agree)
     rows.append(floor_row(label, rounds["floor"], rounds["ours"]))
+    if "ours_ff" in rounds:
+        ff = latency_rows(2, f"warm latency {label}, under functions-framework (Cloud "
+                          "Functions)", rounds["ours_ff"], rounds["direct"], None)[0]
+        rows.append(replace(ff, note="the same App inside Flask, functions-framework's own "
+                                     f"server; python -m functions.serving: "
+                                     f"{rows[0].value:.1f} ms"))
     if "direct_tf_default" in rounds:
         rows.append(tf_default_row(label, rounds["direct_tf_default"], rounds["direct"]))
     if model == "mobilenet_v2":

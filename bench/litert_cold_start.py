@@ -3,7 +3,7 @@
     python -m bench.litert_cold_start [--rounds 5] [--json bench/results/litert.json]
 
 Each round starts, one after the other and in a rotating order, the function as
-the README runs it (functions-framework, demo digits model) three ways:
+`make serve` runs it (`python -m functions.serving`, demo digits model) three ways:
 
 * ``BACKEND=litert LITERT_FLAVOUR=float`` and ``int8``: the model's LiteRT
   flavours, no TensorFlow in the process;

@@ -2,7 +2,7 @@
 
     python -m bench.litert_segmentation [--rounds 5] [--requests 20] [--json FILE]
 
-Two functions as the README runs them (functions-framework), serving the segmentation
+Two functions as `make serve` runs them (`python -m functions.serving`), serving the segmentation
 demo (Mask R-CNN's contract: int8 pixels, image meta and anchors in; detections and
 uint8 masks out):
 

@@ -1,7 +1,7 @@
 """Servers the bench measures, started as users start them, on a free loopback port.
 
-`start_function` runs ``functions-framework --target predict`` exactly as the
-README does (the same command as the test suite's `start_server`), and
+`start_function` runs ``python -m functions.serving`` exactly as ``make serve`` does
+(or ``functions-framework --target predict``, as Cloud Functions runs it), and
 `ServerProcess` works for any server command: the peer uses it too. The time
 the process was started is kept, so cold start is measured from the moment
 the process is asked for, not from when it first answers a health check.
@@ -114,12 +114,22 @@ def spawn(name: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path,
     return ServerProcess(name=name, port=port, process=process, log=log, started=started)
 
 
+SERVERS = ("functions.serving", "functions-framework")
+"""How the function is served: the project's server (`make serve`, containers, Cloud Run,
+SCF, WeChat Cloud Run) or functions-framework's own (Cloud Functions)."""
+
+
 def start_function(model_dir: str, log_dir: Path, extra_env: Mapping[str, str] | None = None,
-                   name: str = "function") -> ServerProcess:
-    """The function with the in-process backend serving ``model_dir``, as the README runs it."""
+                   name: str = "function", server: str = "functions.serving") -> ServerProcess:
+    """The function with the in-process backend serving ``model_dir``, started with the
+    command users type: ``python -m functions.serving`` (what ``make serve`` runs) or
+    ``functions-framework --target predict``."""
     port = free_port()
-    argv = [str(Path(sys.executable).parent / "functions-framework"), "--target", "predict",
-            "--host", client.HOST,
-            "--port", str(port)]
+    if server == "functions-framework":
+        argv = [str(Path(sys.executable).parent / "functions-framework"), "--target",
+                "predict"]
+    else:
+        argv = [sys.executable, "-m", "functions.serving"]
+    argv += ["--host", client.HOST, "--port", str(port)]
     env = quiet_env({"MODEL_URI": model_dir, **(extra_env or {})})
     return spawn(name, argv, env, log_dir, port)

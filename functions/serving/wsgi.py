@@ -1,33 +1,25 @@
-"""The WSGI app the server runs: functions-framework's app for ``predict``, body checked.
+"""The WSGI app the server runs: the function's plain WSGI binding, body checked.
 
-functions-framework builds the Flask app around `functions.main.predict` exactly as its own
-CLI does (from the repository's ``main.py``), so Cloud Functions and this server run the
-same code. In front of it, `BodyCheck` reads the request body whole before Flask sees it:
-gunicorn's body readers return a short body as if it were whole when the client closes
-early, and raise their own exceptions on malformed chunked framing, which Flask would turn
-into an HTML 500. The worker of `functions.serving.worker` already refuses both before a
-thread is taken; this check keeps any other gunicorn worker honest too.
+`functions.platforms.wsgi.app` hands each request to `App.handle` with nothing in between
+(functions-framework on Cloud Functions wraps the same `App` and the same request reader
+in Flask; here that layer costs time and buys nothing). In front of it, `BodyCheck` reads
+the request body whole before the app sees it: gunicorn's body readers return a short
+body as if it were whole when the client closes early, and raise their own exceptions on
+malformed chunked framing. The worker of `functions.serving.worker` already refuses both
+before a thread is taken; this check keeps any other gunicorn worker honest too.
 """
 
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from gunicorn.http import errors as http_errors
 
 from functions.config import ConfigError, Settings
 from functions.errors import BadRequest, PayloadTooLarge, ServiceError
-from functions.main import REFUSED
-
-SOURCE = Path(os.environ.get("FUNCTION_SOURCE")
-              or Path(__file__).resolve().parent.parent.parent / "main.py")
-"""The main.py functions-framework loads, as its CLI does: FUNCTION_SOURCE (the variable
-functions-framework itself reads for --source, set by images that install the project
-as a package and copy main.py beside it), else the repository's own."""
+from functions.platforms.wsgi import REFUSED
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -85,20 +77,13 @@ class BodyCheck:
 
 
 def build() -> WsgiApp:
-    import flask
-    import functions_framework
-
-    from functions.main import predict
+    from functions.platforms.wsgi import app as function
 
     try:
         max_body = Settings.from_env().max_body_bytes
     except ConfigError:
         max_body = Settings.max_body_bytes  # the app itself answers what is misconfigured
-    flask_app = functions_framework.create_app(target="predict", source=str(SOURCE))
-    # Paths Flask's router cannot match (an encoded line break, say) reach the function
-    # too, which answers them as JSON like any unknown path, instead of Flask's HTML 404.
-    flask_app.register_error_handler(404, lambda _: predict(flask.request))
-    return BodyCheck(flask_app, max_body)
+    return BodyCheck(function, max_body)
 
 
 app = build()

@@ -1,28 +1,33 @@
-"""A body over MAX_BODY_BYTES is refused by the functions-framework binding before it is
-read, and answered in the shape of the protocol it was sent to.
+"""A body over MAX_BODY_BYTES is refused by both WSGI bindings (functions-framework's and
+the project's own) before it is read, and answered in the shape of the protocol it was
+sent to.
 
-In process through functions-framework's own Flask app (no model is loaded: the refusal
-comes first).
+In process through functions-framework's own Flask app and through the plain WSGI app
+(no model is loaded: the refusal comes first).
 """
 
 from __future__ import annotations
 
 import functions_framework
 import pytest
+from werkzeug.test import Client
 
-from functions import main
+from functions.platforms import wsgi
 from tests.conftest import ROOT
 
 
-@pytest.fixture
-def client(monkeypatch):
+@pytest.fixture(params=["functions-framework", "wsgi"])
+def client(monkeypatch, request):
     monkeypatch.setenv("MAX_BODY_BYTES", "1000")
     monkeypatch.setenv("PRELOAD", "false")
     monkeypatch.setenv("LOG_LEVEL", "ERROR")
-    main._app.forget()
-    app = functions_framework.create_app(target="predict", source=str(ROOT / "main.py"))
-    yield app.test_client()
-    main._app.forget()
+    wsgi.process_app.forget()
+    if request.param == "wsgi":
+        yield Client(wsgi.app)
+    else:
+        app = functions_framework.create_app(target="predict", source=str(ROOT / "main.py"))
+        yield app.test_client()
+    wsgi.process_app.forget()
 
 
 @pytest.mark.parametrize("path", ["/v1/models/digits:predict", "/v2/models/digits/infer"])
