@@ -145,7 +145,8 @@ class BufferingWorker(ThreadWorker):
         self.reading[conn] = None
         if leftover and self._take(conn, leftover):
             return
-        self._watch(conn)
+        if not self._readable(conn):  # a kept-alive connection is here because it is
+            self._watch(conn)         # readable: its request is usually all there already
 
     # -- reading -------------------------------------------------------------------------
 
@@ -159,20 +160,26 @@ class BufferingWorker(ThreadWorker):
             self.poller.unregister(conn.sock)
             conn.registered = False
 
-    def _readable(self, conn: BufferedConn, _sock: Any) -> None:
+    def _readable(self, conn: BufferedConn, _sock: Any = None) -> bool:
+        """Read what has arrived; False while the request is still being read and the
+        connection should be watched for more."""
         try:
             data = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             self._close(conn)
-            return
+            return True
         if not data:
             self._ended_early(conn)
-            return
-        if not self._take(conn, data) and self.buffered > self.buffer_budget:
+            return True
+        if self._take(conn, data):
+            return True
+        if self.buffered > self.buffer_budget:
             self._unwatch(conn)  # resumed by `_resume` once buffers drain
             self.paused.append(conn)
+            return True
+        return False
 
     def _take(self, conn: BufferedConn, data: bytes) -> bool:
         """Add bytes to the request; True once the connection has left the reading state."""
