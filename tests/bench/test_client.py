@@ -66,12 +66,23 @@ def server():
 REQUEST = Request("/", b'{"image": "abc"}', {"Content-Type": "application/json"})
 
 
-def test_interleaved_takes_turns_after_the_warmup():
+def test_interleaved_takes_turns_in_shuffled_orders_after_the_warmup():
     calls = []
-    samplers = {name: (lambda n=name: calls.append(n) or 0.5) for name in ("a", "b", "c")}
-    out = client.interleaved(samplers, count=2, warmup=1)
-    assert calls == ["a", "b", "c"] * 3
-    assert out == {"a": [0.5, 0.5], "b": [0.5, 0.5], "c": [0.5, 0.5]}
+    samplers = {name: (lambda n=name: calls.append(n) or 0.5) for name in "abcd"}
+    out = client.interleaved(samplers, count=40, warmup=1)
+    assert calls[:4] == list("abcd")  # the warm-up, in order
+    cycles = [calls[i:i + 4] for i in range(4, len(calls), 4)]
+    assert all(sorted(cycle) == list("abcd") for cycle in cycles)  # each cycle takes turns
+    assert out == {name: [0.5] * 40 for name in "abcd"}
+    # nobody always follows the same side: each is preceded by every other one
+    timed = calls[4:]
+    for name in "abcd":
+        before = {timed[i - 1] for i in range(1, len(timed)) if timed[i] == name}
+        assert before >= set("abcd") - {name}
+    # the same orders every run
+    again: list[str] = []
+    client.interleaved({n: (lambda n=n: again.append(n) or 0.5) for n in "abcd"}, 40, 1)
+    assert again == calls
 
 
 def test_sampler_sends_the_request_and_checks_the_answer(server):
