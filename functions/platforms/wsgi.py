@@ -6,10 +6,11 @@
 `app` here (the project's own server, `python -m functions.serving`: containers, Cloud
 Run, SCF, WeChat Cloud Run, `make serve`) read a request the same way, with
 `request_from_environ`. `app` calls `App.handle` with nothing in between: no Flask
-request and response objects and no functions-framework wrapper around each request,
-which measured 0.85 ms off the p50 of a 20 ms MobileNetV2 request (3.9 %; 4-5 % more
-requests a second at concurrency 1) on 2 CPUs, where the model's pass through the
-CPU caches makes every line of Python after it slower.
+request and response objects and no functions-framework wrapper around each request.
+Interleaved against functions-framework's server on 2 CPUs that measured 0.3-1.2 ms off
+the p50 of a 20 ms MobileNetV2 request, where the model's pass through the CPU caches
+makes every line of Python after it slower (the README's benchmarks say where the bench
+itself disagrees).
 """
 
 from __future__ import annotations
