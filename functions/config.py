@@ -85,8 +85,9 @@ class Settings:
     """TOP_K: how many classes each prediction lists unless the request says."""
     batch_max_images: int = 16
     """BATCH_MAX_IMAGES: with the in-process and LiteRT backends, requests that arrive while
-    the model is busy are merged into its next call, up to this many images
-    (functions/backends/batching.py); 1 turns merging off. A lone request never waits."""
+    every model call (MODEL_CALLS) is busy are merged into the next one, up to this many
+    images (functions/backends/batching.py); 1 turns merging off. A lone request never
+    waits."""
     model_calls: int = 0
     """MODEL_CALLS: with the in-process backend, model calls that may run at once (each
     merging the requests queued while all were busy); 0 means two per CPU the process may
