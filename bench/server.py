@@ -124,6 +124,8 @@ def start_function(model_dir: str, log_dir: Path, extra_env: Mapping[str, str] |
     """The function with the in-process backend serving ``model_dir``, started with the
     command users type: ``python -m functions.serving`` (what ``make serve`` runs) or
     ``functions-framework --target predict``."""
+    if server not in SERVERS:
+        raise ValueError(f"server must be one of {', '.join(SERVERS)}, got {server!r}")
     port = free_port()
     if server == "functions-framework":
         argv = [str(Path(sys.executable).parent / "functions-framework"), "--target",
