@@ -6,8 +6,11 @@ Each stage adds one layer of ours to the one before, and the stages take turns
 call by call, so their differences are the cost of each layer:
 
     direct       the original model's concrete function on the decoded tensor
+    constants    the same with its variables frozen into constants, as `modelprep
+                 wrap` writes small models (`FREEZE_AUTO_LIMIT`): what that saves
     graph        the wrapped model on the JPEG bytes: adds the in-graph decoding,
-                 resize and normalisation (`modelprep.input_ops`)
+                 resize and normalisation (`modelprep.input_ops`) to ``constants``
+                 or ``direct``, whichever holds the weights as the wrapped model does
     backend      `InProcessBackend.predict`: adds numpy-to-tensor and back
     app          `App.handle` on a JSON base64 request: adds parsing, the EXIF
                  check, post-processing, the JSON answer and the request logs
@@ -15,7 +18,8 @@ call by call, so their differences are the cost of each layer:
 
 What HTTP adds on top (gunicorn and the WSGI binding, loopback) is the
 difference between ``app`` and the latency row measured through the server.
-Prints one JSON line: per stage, the p50 of each round in milliseconds.
+Prints one JSON line: per stage, the p50 of each round in milliseconds, and
+``weights``: ``constants`` or ``variables``, as the wrapped model holds them.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import json
 import sys
 import time
 
-STAGES = ("direct", "graph", "backend", "app", "preprocess")
+STAGES = ("direct", "constants", "graph", "backend", "app", "preprocess")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
     import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
 
     from bench import payloads
     from bench.stats import median
@@ -52,10 +59,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with open(args.image, "rb") as f:
         data = f.read()
-    spec = ModelMetadata.load(args.served).image_input
+    metadata = ModelMetadata.load(args.served)
+    spec = metadata.image_input
     pixels = payloads.normalized(np.asarray(_decode(data)), spec.image.normalization.mode)
     tensor = tf.constant(pixels[None].astype(np.float32))
     original = tf.saved_model.load(args.original).signatures["serving_default"]
+    constants = convert_variables_to_constants_v2(original)
+    names = [t.name for t in constants.outputs]
     wrapped = tf.saved_model.load(args.served).signatures["serving_default"]
     backend = InProcessBackend(args.served)
     app = App(Settings(model_uri=args.served))
@@ -72,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
     calls = {
         "direct": lambda: {k: v.numpy() for k, v in original(**{args.input: tensor}).items()},
+        "constants": lambda: dict(zip(names, (t.numpy() for t in constants(tensor)),
+                                      strict=True)),
         "graph": lambda: {k: v.numpy() for k, v in wrapped(**{spec.name: tf.constant(
             batch)}).items()},
         "backend": lambda: backend.predict({spec.name: batch}),
@@ -91,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                 seconds[name].append(time.perf_counter() - started)
         for name, values in seconds.items():
             p50_ms[name].append(median(values) * 1000)
-    print(json.dumps({"p50_ms": p50_ms, "count": args.count}))
+    weights = metadata.source.get("weights", "variables")
+    print(json.dumps({"p50_ms": p50_ms, "count": args.count, "weights": weights}))
     return 0
 
 

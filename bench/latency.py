@@ -171,8 +171,11 @@ def _measure(ctx: Context, model: str) -> list[Row]:
 
 
 BREAKDOWN = (
-    ("graph", "direct", "in-graph decode, resize, normalise",
-     "the wrapped model on the JPEG bytes minus the original on the decoded tensor"),
+    ("constants", "direct", "weights as constants (modelprep wrap's freeze)",
+     "the original with its variables frozen, minus the original, both on the decoded tensor"),
+    ("graph", "weights", "in-graph decode, resize, normalise",
+     "the wrapped model on the JPEG bytes minus the original on the decoded tensor, its "
+     "weights held as the wrapped model holds them ({weights})"),
     ("backend", "graph", "InProcessBackend (numpy to tensor and back)",
      "InProcessBackend.predict minus the bare wrapped call"),
     ("app", "backend", "App.handle (parse, EXIF check, top-5, JSON, logs)",
@@ -180,18 +183,22 @@ BREAKDOWN = (
 )
 
 
-def breakdown_rows(label: str, p50_ms: dict[str, list[float]]) -> list[Row]:
+def breakdown_rows(label: str, p50_ms: dict[str, list[float]],
+                   weights: str = "variables") -> list[Row]:
     """What each layer adds, from `bench.breakdown`'s per-round p50s (pure).
 
     A layer's cost is the difference between its stage and the one below,
     taken within each round (the stages took turns call by call) and then the
     median over rounds; the ratio is that cost as a share of the direct call.
     Noise can make a small cost come out negative: that says it is below what
-    this machine can resolve.
+    this machine can resolve. Freezing the weights is a saving: negative.
     """
     rows = []
     direct = median(p50_ms["direct"])
     for stage, below, title, how in BREAKDOWN:
+        if below == "weights":
+            below = "constants" if weights == "constants" else "direct"
+            how = how.format(weights=weights)
         costs = [a - b for a, b in zip(p50_ms[stage], p50_ms[below], strict=True)]
         cost = median(costs)
         rows.append(Row(2, f"{label}: where the time goes: {title}", cost, "ms", direct,
@@ -228,7 +235,7 @@ def _breakdown(ctx: Context, model: str) -> list[Row]:
         return [Row(2, title, status="failed",
                     note=f"bench.breakdown exited {done.returncode}; see {log}")]
     result = json.loads(done.stdout.decode().strip().splitlines()[-1])
-    return breakdown_rows(MODEL_LABELS[model], result["p50_ms"])
+    return breakdown_rows(MODEL_LABELS[model], result["p50_ms"], result["weights"])
 
 
 def _agreement(ctx: Context, model: str, ready: dict, port: int,

@@ -151,6 +151,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="PNG-encode an image output, one PNG per batch item, as NAME_bytes "
                    "(repeatable); a non-uint8 output needs the range mapped onto 0..255 "
                    "(default: none)")
+    p.add_argument("--freeze", action=argparse.BooleanOptionalAction, default=None,
+                   help="write the weights into the graph as constants: faster on CPU "
+                   "(MobileNetV2 224: 10.2 against 14.4 ms a call), but about 10x their size "
+                   "more memory once loaded (default: only weights of up to 16 MiB, from a "
+                   "source that holds nothing but variables, with no kept signatures)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists "
                    "(default: refuse)")
     p.set_defaults(run=_wrap)
@@ -341,6 +346,7 @@ def _wrap(args) -> int:
         labels=parse_labels(args.labels) if args.labels else None,
         output_roles=output_roles(args.output),
         outputs=output_layers(args.quantize_output, args.png_output),
+        freeze=args.freeze,
         overwrite=args.overwrite,
     )
     metadata = wrap(args.src, args.out, options, progress=_progress, warn=_warn)

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class ModelprepError(Exception):
     exit_code = 1
@@ -30,3 +32,12 @@ class VerificationFailed(ModelprepError):
 
 class PreprocessingHintWarning(UserWarning):
     """The source model hints at a normalisation the wrap options do not give."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message in one line: TensorFlow's run to pages, with
+    ``{{function_node ...}}`` and ``[Op:...]`` decorations that say nothing to a user."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", lines[0] if lines else "")
+    text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip()
+    return text[:300] or type(exc).__name__

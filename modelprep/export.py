@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from modelmeta import LITERT_DIR, LITERT_FLAVOURS, ModelMetadata, litert_files
-from modelprep.errors import ModelprepError, SourceError, SpecMismatch
-from modelprep.samples import SAMPLE_KINDS, build_feed, collect_images, tf_error_text
+from modelprep.errors import ModelprepError, SourceError, SpecMismatch, first_line
+from modelprep.samples import SAMPLE_KINDS, build_feed, collect_images
 
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 MAX_WARMUP = 1000
@@ -237,7 +237,7 @@ def check_warmup(model_dir: Path, metadata: ModelMetadata) -> None:
             loaded.signatures[signature](**inputs)
         except (tf.errors.OpError, TypeError, ValueError) as exc:
             raise ModelprepError(f"warmup record {i} (inputs {sorted(inputs)}) fails against "
-                                 f"the model: {tf_error_text(exc)}") from exc
+                                 f"the model: {first_line(exc)}") from exc
 
 
 # --- models.config -----------------------------------------------------------------

@@ -57,7 +57,13 @@ from modelmeta import (
     Quantization,
     litert_files,
 )
-from modelprep.errors import ModelprepError, SourceError, SpecMismatch, VerificationFailed
+from modelprep.errors import (
+    ModelprepError,
+    SourceError,
+    SpecMismatch,
+    VerificationFailed,
+    first_line,
+)
 
 DEFAULT_CALIBRATION_COUNT = 200
 """Representative images for int8 calibration; more rarely changes the ranges."""
@@ -566,7 +572,7 @@ def _load_original(original: Path, wanted: str, served: ModelMetadata) -> tuple[
     try:
         loaded = tf.saved_model.load(str(original))
     except Exception as exc:  # TF raises many kinds; all mean "cannot load"
-        raise SourceError(f"cannot load {original}: {_first_line(exc)}") from exc
+        raise SourceError(f"cannot load {original}: {first_line(exc)}") from exc
     signature = served.source.get("signature") or wanted
     if signature not in loaded.signatures:
         raise SourceError(f"original model {original} has no signature {signature!r}; it has "
@@ -615,7 +621,7 @@ def _convert(tf: Any, loaded: Any, fn: Any, dataset: np.ndarray | None,
             warnings.filterwarnings("ignore", message=r".*tf\.lite\.Interpreter is deprecated")
             return converter.convert()
     except Exception as exc:  # the converter raises ConverterError, RuntimeError, ...
-        raise SpecMismatch(f"LiteRT cannot convert the model: {_first_line(exc)}") from exc
+        raise SpecMismatch(f"LiteRT cannot convert the model: {first_line(exc)}") from exc
 
 
 def _write_flavour(out: Path, flavour: str, content: bytes, served: ModelMetadata,
@@ -706,8 +712,3 @@ def _quantization(detail: dict) -> Quantization | None:
     if scale == 0.0:
         return None
     return Quantization(_dtype(detail), float(scale), int(zero_point))
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(exc).__name__

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from modelmeta import LITERT_DIR, ImageSpec, ModelMetadata, OutputSpec, litert_files
-from modelprep.errors import ModelprepError, SourceError, SpecMismatch
+from modelprep.errors import ModelprepError, SourceError, SpecMismatch, first_line
 from modelprep.litert import (
     DEFAULT_VERIFY_COUNT,
     FlavourFile,
@@ -255,7 +255,7 @@ def _int8_child(prepared: Path, folder: Path, target: Path) -> None:
     """Child process: calibrate and convert, writing the flavour's bytes to `target`."""
     import tensorflow as tf
 
-    from modelprep.litert import _first_line, _load_prepared
+    from modelprep.litert import _load_prepared
 
     served = _load_prepared(prepared)
     loaded, fn = _load_prepared_signature(prepared, served)
@@ -268,7 +268,7 @@ def _int8_child(prepared: Path, folder: Path, target: Path) -> None:
         content = converter.convert()
     except Exception as exc:  # the converter raises ConverterError, RuntimeError, ...
         raise SpecMismatch(f"LiteRT cannot convert the model to int8: "
-                           f"{_first_line(exc)}") from exc
+                           f"{first_line(exc)}") from exc
     target.write_bytes(content)
 
 
@@ -312,12 +312,11 @@ def _remove_flavour(out: Path, flavour: str) -> None:
 def _load_prepared_signature(prepared: Path, served: ModelMetadata) -> tuple[Any, Any]:
     import tensorflow as tf
 
-    from modelprep.litert import _first_line
 
     try:
         loaded = tf.saved_model.load(str(prepared))
     except Exception as exc:  # TF raises many kinds; all mean "cannot load"
-        raise SourceError(f"cannot load {prepared}: {_first_line(exc)}") from exc
+        raise SourceError(f"cannot load {prepared}: {first_line(exc)}") from exc
     if served.signature not in loaded.signatures:
         raise SourceError(f"prepared model {prepared} has no signature {served.signature!r}")
     return loaded, loaded.signatures[served.signature]

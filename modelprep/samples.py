@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import io
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from functions.pixels import normalize
 # The numpy side of the conventions is the function's own: verify checks exactly it.
 from functions.quantization import dequantize, quantize
 from modelmeta import QUANT_DTYPES, ImageSpec, InputSpec, ModelMetadata
-from modelprep.errors import ModelprepError, SpecMismatch
+from modelprep.errors import ModelprepError, SpecMismatch, first_line
 
 SAMPLE_KINDS = ("auto", "digits", "synthetic")
 """Generated samples: ``digits`` (the demo's held-out split), ``synthetic``
@@ -226,17 +225,8 @@ def image_pixels(sample: SampleImage, spec: ImageSpec) -> np.ndarray:
         pixels = resize(decode_image(tf.constant(sample.data), spec.channels), spec)
     except tf.errors.InvalidArgumentError as exc:
         raise ModelprepError(f"sample image {sample.name} does not decode: "
-                             f"{tf_error_text(exc)}") from exc
+                             f"{first_line(exc)}") from exc
     return pixels.numpy()
-
-
-def tf_error_text(exc: BaseException) -> str:
-    """The first line of a TensorFlow error without its ``{{function_node ...}}`` and
-    ``[Op:...]`` decorations, for one-line messages."""
-    lines = str(exc).strip().splitlines()
-    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", lines[0] if lines else "")
-    text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip()
-    return text[:300] or type(exc).__name__
 
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelprep.errors import SourceError
+from modelprep.errors import SourceError, first_line
 from modelprep.hints import PreprocessHint, keras_hints
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -141,7 +141,7 @@ def _tf2_saved_model(path: Path, signature: str, methods: dict[str, str]) -> Sou
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # TF raises many kinds; all mean "cannot load"
-        raise SourceError(f"cannot load SavedModel {path}: {_first_line(exc)}") from exc
+        raise SourceError(f"cannot load SavedModel {path}: {first_line(exc)}") from exc
     signatures = {}
     for key, fn in loaded.signatures.items():
         _, kwargs = fn.structured_input_signature
@@ -219,7 +219,7 @@ def _keras(path: Path, signature: str) -> Source:
     try:
         model = keras.saving.load_model(str(path), compile=False)
     except Exception as exc:  # Keras raises many kinds; all mean "cannot load"
-        raise SourceError(f"cannot load Keras model {path}: {_first_line(exc)}") from exc
+        raise SourceError(f"cannot load Keras model {path}: {first_line(exc)}") from exc
     try:
         model_inputs = list(model.inputs)
         model_outputs = list(model.outputs)
@@ -261,8 +261,3 @@ def _only_default(path: Path, what: str, signature: str) -> None:
     if signature != DEFAULT_SIGNATURE:
         raise SourceError(f"{path} is {what}, whose only signature is {DEFAULT_SIGNATURE!r}; "
                           f"there is no signature {signature!r}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__

@@ -28,7 +28,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from modelprep.errors import SourceError
+from modelprep.errors import SourceError, first_line
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 TABLE_OPS = frozenset({
@@ -209,11 +209,6 @@ def _cut(graph_def: Any, feeds: Mapping[str, tf.Tensor], fetches: Mapping[str, s
     fetch_names = {a: replaced.get(name, name) for a, name in fetches.items()}
     keep = sorted({_op_name(n) for n in (*feed_names.values(), *fetch_names.values())})
     return tf.compat.v1.graph_util.extract_sub_graph(cut, keep), feed_names, fetch_names
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 def _op_name(tensor_name: str) -> str:

@@ -42,7 +42,13 @@ import numpy as np
 
 from functions.quantization import dequantize
 from modelmeta import MetadataError, ModelMetadata, OutputSpec, Quantization
-from modelprep.errors import ModelprepError, SourceError, SpecMismatch, VerificationFailed
+from modelprep.errors import (
+    ModelprepError,
+    SourceError,
+    SpecMismatch,
+    VerificationFailed,
+    first_line,
+)
 from modelprep.reference import (
     NormalizationCheck,
     ReferenceOutputs,
@@ -54,7 +60,6 @@ from modelprep.samples import (
     SAMPLE_KINDS,
     build_feed,
     collect_images,
-    tf_error_text,
     to_dtype,
 )
 
@@ -453,7 +458,7 @@ def _decode_pngs(name: str, got: np.ndarray, want: np.ndarray, original_name: st
             pixels = tf.io.decode_png(data, channels=0, dtype=tf.uint8).numpy()
         except tf.errors.InvalidArgumentError as exc:
             raise SpecMismatch(f"output {name!r} item {i} is not a PNG image: "
-                               f"{_first_line(exc)}") from exc
+                               f"{first_line(exc)}") from exc
         if pixels.size != int(np.prod(per_item)):
             raise SpecMismatch(f"output {name!r} decodes to {'x'.join(map(str, pixels.shape))} "
                                f"images, but the original's {original_name!r} items are "
@@ -492,7 +497,7 @@ def _load_saved_model(path: str | Path) -> Any:
     try:
         return tf.saved_model.load(str(path))
     except Exception as exc:  # TF raises many kinds; all mean "cannot load"
-        raise SourceError(f"cannot load SavedModel {path}: {_first_line(exc)}") from exc
+        raise SourceError(f"cannot load SavedModel {path}: {first_line(exc)}") from exc
 
 
 def _check_prepared_inputs(metadata: ModelMetadata, fn: Any) -> None:
@@ -568,9 +573,5 @@ def _call(tf: Any, fn: Any, inputs: Mapping[str, Any], what: str) -> dict[str, n
         outputs = fn(**{name: tf.constant(v) if isinstance(v, np.ndarray) else v
                         for name, v in inputs.items()})
     except (tf.errors.OpError, TypeError, ValueError) as exc:
-        raise ModelprepError(f"the {what} failed on the samples: {_first_line(exc)}") from exc
+        raise ModelprepError(f"the {what} failed on the samples: {first_line(exc)}") from exc
     return {name: value.numpy() for name, value in outputs.items()}
-
-
-def _first_line(exc: BaseException) -> str:
-    return tf_error_text(exc)

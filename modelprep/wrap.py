@@ -37,6 +37,7 @@ from modelprep.errors import (
     PreprocessingHintWarning,
     SourceError,
     SpecMismatch,
+    first_line,
 )
 from modelprep.options import InputLayer, OutputLayer
 from modelprep.plan import (
@@ -84,7 +85,24 @@ class WrapOptions:
     output_roles: Mapping[str, str] = field(default_factory=dict)
     outputs: Mapping[str, OutputLayer] = field(default_factory=dict)
     """Per-output layers; outputs not named are returned unchanged."""
+    freeze: bool | None = None
+    """Write the weights into the graph as constants (faster on CPU, more memory; see
+    `FREEZE_AUTO_LIMIT`): None decides by their size, False keeps variables."""
     overwrite: bool = False
+
+
+FREEZE_AUTO_LIMIT = 16 * 2**20
+"""Weights up to this many bytes are frozen into the graph unless `WrapOptions.freeze` says.
+
+TensorFlow's oneDNN kernels on x86 keep a convolution's filter in their own layout only
+when the filter is a constant, and grappler folds the batch-norm arithmetic into constant
+filters; with variables both are redone at every call. On one intra-op thread (2 CPUs)
+MobileNetV2 224 (13.5 MiB of weights) answers in 10.2 ms instead of 14.4 ms, ResNet50
+(98 MiB) in 52 ms instead of 78 ms. The price is memory and the first call: TensorFlow
+holds a constant graph several times over (as loaded, as optimised, as kernels), about 10x
+the weights once warm and 18x at the first call's peak (MobileNetV2: 945 MiB peak against
+723 MiB; ResNet50: 2.5 GiB against 0.8 GiB, and a 6 s first call). So only small models are
+frozen unless asked."""
 
 
 def wrap(src: str | Path, out: str | Path, options: WrapOptions | None = None,
@@ -118,6 +136,10 @@ def wrap(src: str | Path, out: str | Path, options: WrapOptions | None = None,
     for key, sig in kept.items():
         signatures[key] = _passthrough_function(sig).get_concrete_function()
 
+    frozen = _frozen(source, signatures, options.freeze, progress)
+    if frozen is not None:
+        signatures[DEFAULT_SIGNATURE] = frozen
+        del module.serve  # its variables are not saved: the constants replace them
     wired = concrete.structured_outputs
     image = next((p for p in inputs if p.image is not None), None)
     described: dict[str, Any] = {"path": str(src), "format": source.format,
@@ -129,6 +151,8 @@ def wrap(src: str | Path, out: str | Path, options: WrapOptions | None = None,
                          graph_outputs=dict(options.graph_outputs or {}))
     if kept:
         described["kept_signatures"] = sorted(kept)
+    if frozen is not None:
+        described["weights"] = "constants"
     metadata = ModelMetadata(
         name=options.name or out.name,
         inputs=tuple(p.metadata() for p in inputs),
@@ -139,7 +163,7 @@ def wrap(src: str | Path, out: str | Path, options: WrapOptions | None = None,
     _check_labels(metadata)
     progress(f"saving {out}")
     with _atomic_dir(out, options.overwrite) as tmp:
-        _save(module, source.owner, signatures, tmp)
+        _save(module, None if frozen is not None else source.owner, signatures, tmp)
         _restore_methods(tmp, {k: s.method for k, s in kept.items()})
         metadata.save(tmp)
     return metadata
@@ -171,6 +195,60 @@ def _save(module: Any, owner: Any, signatures: dict[str, Any], out: Path) -> Non
     if owner is not None:
         module.original = owner  # tracked whole, so everything it holds is saved with us
     tf.saved_model.save(module, str(out), signatures=signatures)
+
+
+def _frozen(source: Source, signatures: dict[str, Any], freeze: bool | None,
+            progress: Callable[[str], None]) -> Any:
+    """``serving_default`` with its variables as constants, when `freeze` asks or (None)
+    the weights are small enough; None where they stay variables.
+
+    Only a source whose state is all variables can be frozen (a lookup table or an
+    asset stays a resource), and not beside kept signatures, which would need the
+    variables as well.
+    """
+    concrete = signatures[DEFAULT_SIGNATURE]
+    if freeze is False or not concrete.variables:
+        return None  # a TF1 or GraphDef source has been frozen on loading
+    size = sum(v.shape.num_elements() * v.dtype.size for v in concrete.variables)
+    reason = None
+    if len(signatures) > 1:
+        reason = "kept signatures read the variables too"
+    elif source.owner is None or not _only_variables_and_functions(source.owner):
+        reason = "the source holds state other than variables"
+    elif freeze is None and size > FREEZE_AUTO_LIMIT:
+        reason = (f"{size / 2**20:.0f} MiB of weights, above the {FREEZE_AUTO_LIMIT // 2**20}"
+                  " MiB that are frozen unless --freeze is given")
+    frozen = None
+    if reason is None:
+        try:
+            frozen = _constant_function(concrete)
+        except Exception as exc:  # TensorFlow's converter refuses graphs it cannot fold
+            reason = f"TensorFlow could not freeze it: {first_line(exc)}"
+    if reason is not None:
+        if freeze:
+            raise ModelprepError(f"cannot freeze the weights: {reason}")
+        progress(f"keeping the weights as variables: {reason}")
+        return None
+    progress(f"froze {len(concrete.variables)} variables ({size / 2**20:.1f} MiB) "
+             "into the graph")
+    return frozen
+
+
+def _constant_function(concrete: Any) -> Any:
+    """`concrete` with its variables read once, as constants, under the same signature."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    frozen = convert_variables_to_constants_v2(concrete)
+    structure = concrete.structured_outputs
+
+    def serve(*args):
+        return tf.nest.pack_sequence_as(structure, frozen(*args))
+
+    specs = concrete.structured_input_signature[0]
+    return tf.function(serve, input_signature=specs, autograph=False).get_concrete_function()
 
 
 def _only_variables_and_functions(owner: Any) -> bool:

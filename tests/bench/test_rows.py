@@ -129,19 +129,29 @@ def test_memory_rows_compare_with_the_model_alone_when_measured():
     assert (thin.value, thin.baseline, thin.ratio, thin.baseline_label) == (40.0, None, None, "")
 
 
+P50 = {"direct": [29.0, 30.0, 20.0], "constants": [20.0, 21.0, 14.0],
+       "graph": [29.5, 30.7, 20.4], "backend": [29.4, 30.9, 20.5],
+       "app": [30.4, 31.4, 21.5], "preprocess": [1.0, 1.1, 0.9]}
+
+
 def test_breakdown_rows_give_each_layers_own_cost_per_round():
-    p50 = {"direct": [29.0, 30.0, 20.0], "graph": [29.5, 30.7, 20.4],
-           "backend": [29.4, 30.9, 20.5], "app": [30.4, 31.4, 21.5],
-           "preprocess": [1.0, 1.1, 0.9]}
-    rows = breakdown_rows("MobileNetV2", p50)
+    rows = breakdown_rows("MobileNetV2", P50)
     assert [r.label.split(": ")[-1] for r in rows] == [
+        "weights as constants (modelprep wrap's freeze)",
         "in-graph decode, resize, normalise", "InProcessBackend (numpy to tensor and back)",
         "App.handle (parse, EXIF check, top-5, JSON, logs)",
         "the preprocessing graph called alone"]
-    assert [r.value for r in rows] == pytest.approx([0.5, 0.1, 1.0, 1.0])
+    assert [r.value for r in rows] == pytest.approx([-9.0, 0.5, 0.1, 1.0, 1.0])
     assert all(r.baseline == 29.0 and r.unit == "ms" and r.goal is None for r in rows)
-    assert rows[0].ratio == pytest.approx(0.5 / 29.0)
-    assert rows[1].detail["cost_ms"] == pytest.approx([-0.1, 0.2, 0.1])
+    assert rows[1].ratio == pytest.approx(0.5 / 29.0)
+    assert rows[2].detail["cost_ms"] == pytest.approx([-0.1, 0.2, 0.1])
+    assert rows[1].note.endswith("(variables)")
+
+
+def test_breakdown_of_a_frozen_model_takes_its_decoding_over_the_frozen_call():
+    graph = breakdown_rows("MobileNetV2", P50, weights="constants")[1]
+    assert graph.detail["cost_ms"] == pytest.approx([9.5, 9.7, 6.4])
+    assert graph.value == pytest.approx(9.5) and graph.note.endswith("(constants)")
 
 
 def test_floor_row_is_the_share_of_the_function_latency():

@@ -74,6 +74,7 @@ def test_a_full_recipe_converts_like_the_command_line(tmp_path):
         png_output = { picture = "-1:1", depth = true }
         keep_signatures = "classify,regress"
         graph_inputs = "image=input:0,meta=meta_in:0"
+        freeze = false
         overwrite = true
 
         [verify]
@@ -104,7 +105,7 @@ def test_a_full_recipe_converts_like_the_command_line(tmp_path):
                          "depth": OutputLayer("png")}
     assert o.keep_signatures == ("classify", "regress")
     assert o.graph_inputs == {"image": "input:0", "meta": "meta_in:0"}
-    assert o.overwrite is True and o.resize == "stretch"
+    assert o.overwrite is True and o.resize == "stretch" and o.freeze is False
 
     verify = recipe.verify
     assert (verify.original, verify.prepared) == (wrap.src, wrap.out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -95,6 +96,24 @@ def test_cli_wrap_then_inspect(demo_model, tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert "image_bytes" in shown.stdout and "string" in shown.stdout
     assert "scores" in shown.stdout and "[-1, 10]" in shown.stdout
+
+
+@pytest.mark.parametrize("flag", [None, "--no-freeze", "--freeze"])
+def test_cli_freeze_flags(demo_model, tmp_path, flag):
+    import tensorflow as tf
+
+    out = tmp_path / "wrapped"
+    result = run_cli("wrap", str(demo_model.original), str(out), *([flag] if flag else []))
+    assert result.returncode == 0, result.stderr
+    loaded = tf.saved_model.load(str(out))
+    variables = loaded.signatures["serving_default"].variables
+    if flag == "--no-freeze":
+        assert variables and "froze" not in result.stderr
+        assert "weights" not in ModelMetadata.load(out).source
+    else:  # the demo's weights are far under the limit: frozen unless told not to
+        assert not variables
+        assert re.search(r"froze \d+ variables \(0\.\d MiB\) into the graph", result.stderr)
+        assert ModelMetadata.load(out).source["weights"] == "constants"
 
 
 def test_cli_errors_name_the_tensor_and_exit_nonzero(demo_model, tmp_path):

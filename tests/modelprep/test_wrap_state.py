@@ -1,5 +1,6 @@
-"""What a wrapped SavedModel carries of its source: its variables only, unless the source
-holds state of another kind (lookup tables, assets), which is then kept whole."""
+"""What a wrapped SavedModel carries of its source: its weights as constants when they are
+small, else its variables only, unless the source holds state of another kind (lookup
+tables, assets), which is then kept whole."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 
 from modelmeta import Normalization
+from modelprep import wrap as wrap_module
+from modelprep.errors import ModelprepError
 from modelprep.wrap import WrapOptions, wrap
 from tests.conftest import encode
 
@@ -80,10 +83,18 @@ def _layered_source(tf, out: Path, with_table: bool = False, with_asset: bool = 
     return out
 
 
-def _wrapped(tf, src: Path, out: Path) -> Path:
+def _wrapped(tf, src: Path, out: Path, freeze: bool | None = False,
+             progress=lambda _msg: None, **options) -> Path:
     wrap(src, out, WrapOptions(normalization=Normalization("unit"),
-                               output_roles={"scores": "probabilities"}))
+                               output_roles={"scores": "probabilities"}, freeze=freeze,
+                               **options), progress=progress)
     return out
+
+
+def _metadata_source(out: Path) -> dict:
+    from modelmeta import ModelMetadata
+
+    return dict(ModelMetadata.load(out).source)
 
 
 def _images() -> list[bytes]:
@@ -121,10 +132,16 @@ def test_a_source_of_variables_and_functions_is_saved_as_its_variables_only(tf, 
 
 
 @pytest.mark.parametrize("kind", ["table", "asset"])
-def test_a_source_with_other_state_is_kept_whole(tf, tmp_path, kind):
+@pytest.mark.parametrize("freeze", [None, False])
+def test_a_source_with_other_state_is_kept_whole(tf, tmp_path, kind, freeze):
     src = _layered_source(tf, tmp_path / "src", with_table=kind == "table",
                           with_asset=kind == "asset")
-    out = _wrapped(tf, src, tmp_path / "wrapped")
+    said: list[str] = []
+    out = _wrapped(tf, src, tmp_path / "wrapped", freeze=freeze, progress=said.append)
+    if freeze is None:
+        assert "keeping the weights as variables: the source holds state other than " \
+            "variables" in said
+        assert "weights" not in _metadata_source(out)
     loaded = tf.saved_model.load(str(out))
     assert hasattr(loaded, "original")
     _same_answers(tf, src, out)
@@ -132,9 +149,10 @@ def test_a_source_with_other_state_is_kept_whole(tf, tmp_path, kind):
         assert any(p.name.endswith("scale.txt") for p in (out / "assets").iterdir())
 
 
-def test_a_lean_wrapped_model_answers_in_a_fresh_process(tf, tmp_path):
+@pytest.mark.parametrize("freeze", [None, False])
+def test_a_lean_wrapped_model_answers_in_a_fresh_process(tf, tmp_path, freeze):
     src = _layered_source(tf, tmp_path / "src")
-    out = _wrapped(tf, src, tmp_path / "wrapped")
+    out = _wrapped(tf, src, tmp_path / "wrapped", freeze=freeze)
     image = _images()[0]
     (tmp_path / "x.png").write_bytes(image)
     code = ("import tensorflow as tf\n"
@@ -147,3 +165,66 @@ def test_a_lean_wrapped_model_answers_in_a_fresh_process(tf, tmp_path):
     served = tf.saved_model.load(str(out)).signatures["serving_default"]
     here = served(image_bytes=tf.constant([image]))["scores"].numpy().round(6).tolist()
     assert done.stdout.strip().splitlines()[-1] == str(here)
+
+
+def _variables_in(model_dir: Path) -> int:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(model_dir))  # held: its variables die with it
+    return len(loaded.signatures["serving_default"].variables)
+
+
+def test_small_weights_are_frozen_into_the_graph_by_default(tf, tmp_path):
+    src = _layered_source(tf, tmp_path / "src")
+    said: list[str] = []
+    out = _wrapped(tf, src, tmp_path / "wrapped", freeze=None, progress=said.append)
+    _same_answers(tf, src, out)
+    assert _variables_in(out) == 0
+    assert not hasattr(tf.saved_model.load(str(out)), "source_variables")
+    assert _metadata_source(out)["weights"] == "constants"
+    # 16 variables read by the signature; the unused 100x100 one is not written.
+    size = (64 * 16 + 16) * 4 + 6 * (16 * 16 + 16) * 4 + (16 * 2 + 2) * 4
+    assert f"froze 16 variables ({size / 2**20:.1f} MiB) into the graph" in said
+    ones = np.ones(100, np.float32).tobytes()  # a row of the unused variable
+    assert ones not in (out / "saved_model.pb").read_bytes()
+    assert ones in b"".join(p.read_bytes() for p in (src / "variables").iterdir())
+
+
+def test_weights_above_the_limit_stay_variables_unless_freeze_is_asked(tf, tmp_path,
+                                                                      monkeypatch):
+    src = _layered_source(tf, tmp_path / "src")
+    monkeypatch.setattr(wrap_module, "FREEZE_AUTO_LIMIT", 4096)
+    said: list[str] = []
+    out = _wrapped(tf, src, tmp_path / "auto", freeze=None, progress=said.append)
+    assert _variables_in(out) == 16
+    assert "weights" not in _metadata_source(out)
+    assert any(m.startswith("keeping the weights as variables: 0 MiB of weights, above the "
+                            "0 MiB") for m in said), said
+    asked = _wrapped(tf, src, tmp_path / "asked", freeze=True)
+    assert _variables_in(asked) == 0
+    _same_answers(tf, src, asked)
+
+
+def test_kept_signatures_keep_the_variables(tf, tmp_path):
+    src = _layered_source(tf, tmp_path / "src")
+    model = tf.saved_model.load(str(src))
+    tf.saved_model.save(model, str(tmp_path / "two"), signatures={
+        "serving_default": model.signatures["serving_default"],
+        "other": model.signatures["serving_default"]})
+    said: list[str] = []
+    out = _wrapped(tf, tmp_path / "two", tmp_path / "auto", freeze=None, progress=said.append,
+                   keep_signatures=True)
+    assert "keeping the weights as variables: kept signatures read the variables too" in said
+    assert _variables_in(out) == 16
+    with pytest.raises(ModelprepError, match="^cannot freeze the weights: kept signatures "
+                       "read the variables too$"):
+        _wrapped(tf, tmp_path / "two", tmp_path / "asked", freeze=True, keep_signatures=True)
+    assert not (tmp_path / "asked").exists()
+
+
+def test_freeze_asked_of_a_source_with_a_table_is_refused(tf, tmp_path):
+    src = _layered_source(tf, tmp_path / "src", with_table=True)
+    with pytest.raises(ModelprepError, match="^cannot freeze the weights: the source holds "
+                       "state other than variables$"):
+        _wrapped(tf, src, tmp_path / "wrapped", freeze=True)
+    assert not (tmp_path / "wrapped").exists()
