@@ -12,6 +12,9 @@ The worker starts loading the model as soon as it exists.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import flask
 import functions_framework
 
@@ -19,7 +22,7 @@ from functions.config import ConfigError
 from functions.errors import render
 from functions.httpio import HttpResponse
 from functions.platforms.process import MISCONFIGURED
-from functions.platforms.wsgi import REFUSED, process_app, request_from_environ
+from functions.platforms.wsgi import REFUSED, process_app, request_from_environ, run_deferred
 
 __all__ = ["REFUSED", "predict"]
 
@@ -30,8 +33,12 @@ def predict(request: flask.Request) -> flask.Response:
         app = process_app.get()
     except ConfigError:
         return _flask(render(MISCONFIGURED))
-    return _flask(app.handle(*request_from_environ(request.environ, app.settings.max_body_bytes,
-                                                  request.stream)))
+    after: list[Callable[[], None]] = []
+    answer = _flask(app.handle(*request_from_environ(request.environ,
+                                                     app.settings.max_body_bytes,
+                                                     request.stream), defer=after.append))
+    answer.call_on_close(partial(run_deferred, after))  # the log line once the answer is sent
+    return answer
 
 
 def _flask(response: HttpResponse) -> flask.Response:

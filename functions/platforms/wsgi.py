@@ -15,6 +15,7 @@ itself disagrees).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
@@ -39,16 +40,40 @@ process_app = ProcessApp()
 
 def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     """The WSGI app: every path, every method, answered by `App.handle`."""
+    after: list[Callable[[], None]] = []
     try:
         function = process_app.get()
     except ConfigError:
         response = render(MISCONFIGURED)
     else:
         response = function.handle(*request_from_environ(environ, function.settings
-                                                         .max_body_bytes))
+                                                         .max_body_bytes), defer=after.append)
     headers = [*response.headers.items(), ("Content-Length", str(len(response.body)))]
     start_response(f"{response.status} {_phrase(response.status)}", headers)
-    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [response.body]
+    return SentBody([] if environ.get("REQUEST_METHOD") == "HEAD" else [response.body], after)
+
+
+class SentBody(list):
+    """A response body whose ``close()``, which the WSGI server calls once it has sent the
+    body (PEP 3333), runs the work `App.handle` deferred: the request's log line and
+    metrics are written while the client already reads its answer."""
+
+    def __init__(self, chunks: list[bytes], after: list[Callable[[], None]]) -> None:
+        super().__init__(chunks)
+        self._after = after
+
+    def close(self) -> None:
+        run_deferred(self._after)
+
+
+def run_deferred(after: list[Callable[[], None]]) -> None:
+    """Run (once) the work `App.handle` deferred until its answer was sent."""
+    while after:
+        work = after.pop(0)
+        try:
+            work()
+        except Exception:  # the answer is sent; a failed log line must not break a worker
+            logging.getLogger("functions").exception("after the response")
 
 
 def request_from_environ(environ: Mapping[str, Any], max_body: int,
