@@ -103,7 +103,8 @@ def decode_base64(text: str, where: str) -> bytes:
             raise InvalidBase64(f"{where} is a data: URL without ';base64,'; "
                                 "send the image base64-encoded")
         s = s[match.end():]
-    s = s.translate(_WHITESPACE)
+    if any(space in s for space in _SPACES):  # 1 µs to look, 15 µs to copy 26 KB
+        s = s.translate(_WHITESPACE)
     if not s:
         raise MissingImage(f"{where} is empty")
     if _PATH_OR_URL.match(s):
@@ -429,7 +430,8 @@ _JSON_TYPE = re.compile(r"(?:application|text)/json|application/[^/\s]+\+json")
 _DATA_URL = re.compile(r"data:[^,]*;base64,", re.IGNORECASE)
 _PATH_OR_URL = re.compile(r"(?:https?|wxfile|file|ftp)://|/(?:tmp|storage|var|data)/",
                           re.IGNORECASE)
-_WHITESPACE = str.maketrans("", "", " \t\r\n\f\v")
+_SPACES = " \t\r\n\f\v"
+_WHITESPACE = str.maketrans("", "", _SPACES)
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/\-_]")
 _STANDARD_ONLY = re.compile(r"[+/]")
 _URLSAFE_ONLY = re.compile(r"[-_]")
