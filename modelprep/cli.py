@@ -153,8 +153,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: none)")
     p.add_argument("--freeze", action=argparse.BooleanOptionalAction, default=None,
                    help="write the weights into the graph as constants: faster on CPU "
-                   "(MobileNetV2 224: 10.2 against 14.4 ms a call), but about 10x their size "
-                   "more memory once loaded (default: only weights of up to 16 MiB, from a "
+                   "(MobileNetV2 224: 10.2 against 14.4 ms a call), but 10-16x their size more "
+                   "memory once loaded (default: only weights of up to 16 MiB, from a "
                    "source that holds nothing but variables, with no kept signatures)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists "
                    "(default: refuse)")

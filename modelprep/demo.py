@@ -14,7 +14,7 @@ from pathlib import Path
 from modelmeta import Normalization
 from modelprep.buildcache import cached_build
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 """Bump when the data, training or wrapping of the demo changes."""
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "build" / "models" / "digits"

@@ -99,10 +99,10 @@ when the filter is a constant, and grappler folds the batch-norm arithmetic into
 filters; with variables both are redone at every call. On one intra-op thread (2 CPUs)
 MobileNetV2 224 (13.5 MiB of weights) answers in 10.2 ms instead of 14.4 ms, ResNet50
 (98 MiB) in 52 ms instead of 78 ms. The price is memory and the first call: TensorFlow
-holds a constant graph several times over (as loaded, as optimised, as kernels), about 10x
-the weights once warm and 18x at the first call's peak (MobileNetV2: 945 MiB peak against
-723 MiB; ResNet50: 2.5 GiB against 0.8 GiB, and a 6 s first call). So only small models are
-frozen unless asked."""
+holds a constant graph several times over (as loaded, as optimised, as kernels): 10-16x the
+weights more once warm and 18x more at the first call's peak (MobileNetV2: the function
+1090 against 879 MiB warm; ResNet50 in a bare script 2.5 against 0.8 GiB peak, and a 6 s
+first call). So only small models are frozen unless asked."""
 
 
 def wrap(src: str | Path, out: str | Path, options: WrapOptions | None = None,

@@ -48,9 +48,12 @@ def client(monkeypatch, request):
 def lines():
     handler = Lines()
     logger = logging.getLogger("functions")
+    level = logger.level  # an app built earlier in this process may have set another
     logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     yield handler.records
     logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 def _request_lines(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
