@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,6 +38,30 @@ def digits():
     from modelprep.digits import digit_images
 
     return digit_images()
+
+
+WSGI_BINDINGS = ("functions-framework", "wsgi")
+"""The two WSGI bindings: functions-framework's Flask app (main.py) and the plain one."""
+
+
+@contextlib.contextmanager
+def wsgi_client(binding: str) -> Iterator[Any]:
+    """werkzeug's test client on one of `WSGI_BINDINGS`, in process, with a process app
+    built afresh from the environment as it is now (and forgotten after)."""
+    import functions_framework
+    from werkzeug.test import Client
+
+    from functions.platforms import wsgi
+
+    wsgi.process_app.forget()
+    try:
+        if binding == "wsgi":
+            yield Client(wsgi.app)
+        else:
+            app = functions_framework.create_app(target="predict", source=str(ROOT / "main.py"))
+            yield app.test_client()
+    finally:
+        wsgi.process_app.forget()
 
 
 def encode(pixels: np.ndarray, fmt: str = "PNG", **save_args) -> bytes:

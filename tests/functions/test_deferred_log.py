@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import logging
 
-import functions_framework
 import pytest
-from werkzeug.test import Client
 
 from functions.platforms import wsgi
-from tests.conftest import ROOT
+from tests.conftest import WSGI_BINDINGS, wsgi_client
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 HEADERS = {"X-Request-Id": "req-deferred-1",
@@ -31,17 +29,12 @@ class Lines(logging.Handler):
         self.records.append(record)
 
 
-@pytest.fixture(params=["functions-framework", "wsgi"])
+@pytest.fixture(params=WSGI_BINDINGS)
 def client(monkeypatch, request):
     monkeypatch.setenv("PRELOAD", "false")
     monkeypatch.setenv("LOG_LEVEL", "INFO")
-    wsgi.process_app.forget()
-    if request.param == "wsgi":
-        yield Client(wsgi.app)
-    else:
-        app = functions_framework.create_app(target="predict", source=str(ROOT / "main.py"))
-        yield app.test_client()
-    wsgi.process_app.forget()
+    with wsgi_client(request.param) as test_client:
+        yield test_client
 
 
 @pytest.fixture

@@ -8,26 +8,18 @@ In process through functions-framework's own Flask app and through the plain WSG
 
 from __future__ import annotations
 
-import functions_framework
 import pytest
-from werkzeug.test import Client
 
-from functions.platforms import wsgi
-from tests.conftest import ROOT
+from tests.conftest import WSGI_BINDINGS, wsgi_client
 
 
-@pytest.fixture(params=["functions-framework", "wsgi"])
+@pytest.fixture(params=WSGI_BINDINGS)
 def client(monkeypatch, request):
     monkeypatch.setenv("MAX_BODY_BYTES", "1000")
     monkeypatch.setenv("PRELOAD", "false")
     monkeypatch.setenv("LOG_LEVEL", "ERROR")
-    wsgi.process_app.forget()
-    if request.param == "wsgi":
-        yield Client(wsgi.app)
-    else:
-        app = functions_framework.create_app(target="predict", source=str(ROOT / "main.py"))
-        yield app.test_client()
-    wsgi.process_app.forget()
+    with wsgi_client(request.param) as test_client:
+        yield test_client
 
 
 @pytest.mark.parametrize("path", ["/v1/models/digits:predict", "/v2/models/digits/infer"])
