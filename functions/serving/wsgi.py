@@ -19,9 +19,8 @@ from gunicorn.http import errors as http_errors
 
 from functions.config import ConfigError, Settings
 from functions.errors import BadRequest, PayloadTooLarge, ServiceError
-from functions.platforms.wsgi import REFUSED
+from functions.platforms.wsgi import REFUSED, StartResponse
 
-StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
