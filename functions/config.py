@@ -78,6 +78,10 @@ class Settings:
     request_read_timeout: float = 30.0
     """REQUEST_READ_TIMEOUT: seconds a client has to send a whole request (head and body)
     to the server `python -m functions.serving` runs; see functions/serving/."""
+    keepalive_linger_ms: float = 2.0
+    """KEEPALIVE_LINGER_MS: after answering on a kept-alive connection, how long the request
+    thread waits for the client's next request, already whole, before handing the connection
+    back to the server's event loop (functions/serving/worker.py); 0 turns it off."""
     worker_max_rss_mb: int = 2048
     """WORKER_MAX_RSS_MB: a server worker whose resident memory has grown past this is
     replaced by a fresh one after the request that took it there; 0 turns it off."""
@@ -188,6 +192,8 @@ class Settings:
                                           cls.max_upstream_reply_bytes),
             request_read_timeout=_seconds(env, "REQUEST_READ_TIMEOUT",
                                           cls.request_read_timeout),
+            keepalive_linger_ms=_milliseconds(env, "KEEPALIVE_LINGER_MS",
+                                              cls.keepalive_linger_ms),
             worker_max_rss_mb=_count(env, "WORKER_MAX_RSS_MB", cls.worker_max_rss_mb),
             default_top_k=_int(env, "TOP_K", cls.default_top_k),
             batch_max_images=_int(env, "BATCH_MAX_IMAGES", cls.batch_max_images),
@@ -376,6 +382,20 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
     if not value > 0 or value == float("inf"):
         raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _milliseconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A short wait in milliseconds: 0 (off) up to a second."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of milliseconds, got {raw!r}") from None
+    if not 0 <= value <= 1000:
+        raise ConfigError(f"{name} must be between 0 and 1000 milliseconds, got {raw!r}")
     return value
 
 

@@ -5,14 +5,16 @@
 
 Everything comes from the environment through `functions.config` (HOST, PORT, WORKERS,
 THREADS, CLOUD_RUN_TIMEOUT_SECONDS, GUNICORN_LOG_LEVEL as functions-framework reads them;
-REQUEST_READ_TIMEOUT, MAX_BODY_BYTES and WORKER_MAX_RSS_MB for what is added). What
-differs from functions-framework's own gunicorn:
+REQUEST_READ_TIMEOUT, KEEPALIVE_LINGER_MS, MAX_BODY_BYTES and WORKER_MAX_RSS_MB for what
+is added). What differs from functions-framework's own gunicorn:
 
 * ``limit_request_line`` is gunicorn's maximum, 8190 bytes, instead of 0 (unlimited):
   a request line of megabytes is a 414 at once, not a parse in quadratic time that slows
   every other request. Header fields keep gunicorn's limits (100 fields of 8190 bytes).
 * the worker is `functions.serving.worker.BufferingWorker`: requests are read whole in
-  the event loop before a thread is taken, within REQUEST_READ_TIMEOUT.
+  the event loop before a thread is taken, within REQUEST_READ_TIMEOUT, and a thread that
+  has answered takes the connection's next request itself if it arrives whole within
+  KEEPALIVE_LINGER_MS.
 * after each POST, a worker over WORKER_MAX_RSS_MB is replaced (`memory`).
 * the app is imported once in the master (``preload_app``), which never loads the model:
   each worker, and each replacement, forks from it and loads the model itself.

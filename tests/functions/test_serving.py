@@ -196,6 +196,96 @@ def test_pipelined_requests_are_answered_and_a_partial_one_holds_no_thread(serve
         assert answers.answer().json() == {"status": "alive"}
 
 
+# -- the next request on a kept-alive connection (KEEPALIVE_LINGER_MS) -------------------
+
+SENDINGS = ["whole", "head, then the body 10 ms later", "in pieces 0.5 ms apart", "pipelined",
+            "chunked", "expect 100-continue"]
+
+
+@examples(25)
+@given(sendings=st.lists(st.sampled_from(SENDINGS), min_size=3, max_size=8))
+def test_requests_sent_right_after_each_answer_are_all_answered(served, digit, sendings):
+    """However the next request arrives after an answer (whole, which the answering thread
+    takes itself, or not yet whole, which goes back to the event loop), it is answered."""
+    label, png = digit
+    request = post_head(len(png)) + png
+    with socket.create_connection(("127.0.0.1", port_of(served)), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        answers = AnswerReader(sock)
+        expected = []
+        for sending in sendings:
+            if sending == "whole":
+                sock.sendall(request)
+            elif sending.startswith("head"):
+                sock.sendall(post_head(len(png)))
+                time.sleep(0.01)
+                sock.sendall(png)
+            elif sending.startswith("in pieces"):
+                for start in range(0, len(request), 97):
+                    sock.sendall(request[start:start + 97])
+                    time.sleep(0.0005)
+            elif sending == "pipelined":
+                sock.sendall(request + b"GET /livez HTTP/1.1\r\nHost: fn\r\n\r\n")
+                expected.append("prediction")
+            elif sending == "chunked":
+                sock.sendall(post_head(chunked=True) + chunks(png, [50, 7, 300]))
+            else:
+                sock.sendall(post_head(len(png))[:-2] + b"Expect: 100-continue\r\n\r\n")
+                assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+                sock.sendall(png)
+            expected.append("alive" if sending == "pipelined" else "prediction")
+            while expected:
+                answer = answers.answer()
+                assert answer.status == 200, (sending, answer)
+                if expected.pop(0) == "alive":
+                    assert answer.json() == {"status": "alive"}
+                else:
+                    assert answer.json()["predictions"][0]["class_id"] == label
+
+
+@pytest.mark.parametrize("after", ["half a head", "a head and half its body", "a bad length",
+                                   "malformed chunks", "closing"])
+def test_a_client_turning_slow_or_wrong_after_an_answer_holds_no_thread(served, digit, after):
+    """Twenty kept-alive clients (more than the worker's 8 threads) each get an answer and
+    then send the start of a request and stall, a refused one, or close: the next client is
+    answered at once, and each stalled one gets its 408 after REQUEST_READ_TIMEOUT."""
+    label, png = digit
+    nexts = {"half a head": b"POST / HTTP/1.1\r\nHo",
+             "a head and half its body": post_head(len(png)) + png[:len(png) // 2],
+             "a bad length": post_head(6_000_001),
+             "malformed chunks": post_head(chunked=True) + b"zz\r\nabc\r\n0\r\n\r\n",
+             "closing": b""}
+    sockets = []
+    try:
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", port_of(served)), timeout=10)
+            sockets.append(sock)
+            sock.sendall(b"GET /livez HTTP/1.1\r\nHost: fn\r\n\r\n")
+            assert read_answer(sock).status == 200
+            if nexts[after]:
+                sock.sendall(nexts[after])
+            else:
+                sock.shutdown(socket.SHUT_WR)
+        started = time.monotonic()
+        response = served.post(files={"file": ("d.png", png, "image/png")}, timeout=10)
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"][0]["class_id"] == label
+        assert time.monotonic() - started < 1.0
+        expected = {"half a head": (408, "request_timeout"),
+                    "a head and half its body": (408, "request_timeout"),
+                    "a bad length": (413, "payload_too_large"),
+                    "malformed chunks": (400, "bad_request")}.get(after)
+        for sock in sockets:
+            sock.settimeout(READ_TIMEOUT + 5)
+            if expected is None:
+                assert sock.recv(100) == b""  # closed, nothing answered
+            else:
+                assert_json_error(read_answer(sock), *expected)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 # -- slow clients ------------------------------------------------------------------------
 
 
