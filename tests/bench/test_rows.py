@@ -139,7 +139,7 @@ def test_breakdown_rows_give_each_layers_own_cost_per_round():
     assert [r.label.split(": ")[-1] for r in rows] == [
         "weights as constants (modelprep wrap's freeze)",
         "in-graph decode, resize, normalise", "InProcessBackend (numpy to tensor and back)",
-        "App.handle (parse, EXIF check, top-5, JSON, logs)",
+        "App.handle (parse, EXIF check, top-5, JSON)",
         "the preprocessing graph called alone"]
     assert [r.value for r in rows] == pytest.approx([-9.0, 0.5, 0.1, 1.0, 1.0])
     assert all(r.baseline == 29.0 and r.unit == "ms" and r.goal is None for r in rows)
