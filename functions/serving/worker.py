@@ -84,6 +84,8 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 PEEK_BYTES = 65536
 """Most bytes a lingering thread looks at for the next request: a typical photo request
 fits; a larger one is read by the event loop, as any request that is not whole yet."""
+_PEEK_NOW = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)
+"""As a plain int: combining the flags per call is enum code, a few µs a request."""
 
 
 class BufferedConn(TConn):
@@ -373,7 +375,7 @@ def whole_request(sock: socket.socket, limits: Limits, wait_ms: float) -> bytes 
     if not poll.poll(wait_ms):
         return None
     try:
-        peeked = sock.recv(PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        peeked = sock.recv(PEEK_BYTES, _PEEK_NOW)
     except OSError:
         return None
     if not peeked or RequestScan(limits).feed(peeked).state != COMPLETE:
